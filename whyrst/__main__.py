@@ -1,0 +1,3 @@
+from whyrst.cli import main
+
+raise SystemExit(main())

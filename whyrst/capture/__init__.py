@@ -1,0 +1,22 @@
+"""Capture readers: pcap, pcapng (plain or gzip-compressed) and tcpdump text, into columnar batches.
+
+The one entry point is :func:`open_capture`. It detects the format by content (never by file name),
+reads ``-`` as standard input, and yields :class:`~whyrst.capture.batch.PacketBatch` objects of at
+most ``batch_size`` records, streaming: memory does not grow with the file.
+
+Contract (used by ``whyrst.tcp`` and the front ends)::
+
+    cap = open_capture(path_or_dash, batch_size=65536, warnings=Warnings())
+    cap.source      # the name to show users
+    cap.format      # "pcap", "pcapng", "tcpdump-text" (plus "+gzip" when compressed)
+    for batch in cap: ...
+    cap.packets     # records read so far (equals tshark's frame count at the end)
+
+A file that cannot be read at all raises :class:`whyrst.errors.CaptureError` naming the file and
+byte offset. Damage after good records adds a warning and ends (or resyncs) the iteration.
+"""
+
+from whyrst.capture.batch import COLUMNS, Kind, PacketBatch, address_text
+from whyrst.capture.open import Capture, open_capture
+
+__all__ = ["COLUMNS", "Capture", "Kind", "PacketBatch", "address_text", "open_capture"]
