@@ -16,7 +16,18 @@ A file that cannot be read at all raises :class:`whyrst.errors.CaptureError` nam
 byte offset. Damage after good records adds a warning and ends (or resyncs) the iteration.
 """
 
+from typing import Any
+
 from whyrst.capture.batch import COLUMNS, Kind, PacketBatch, address_text
-from whyrst.capture.open import Capture, open_capture
+
+
+def __getattr__(name: str) -> Any:
+    # The readers load on first use, so importing the batch schema stays cheap.
+    if name in ("Capture", "open_capture"):
+        from whyrst.capture import open as _open
+
+        return getattr(_open, name)
+    raise AttributeError(name)
+
 
 __all__ = ["COLUMNS", "Capture", "Kind", "PacketBatch", "address_text", "open_capture"]

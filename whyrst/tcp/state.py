@@ -163,9 +163,8 @@ def transition(seg: Segment, me: EP, peer: EP) -> Step:
     """Apply the sender's segment to the (sender, peer) states."""
     step = Step(me=me, peer=peer)
     for bit, guard, effect in TRANSITIONS[me]:
-        if bit == "any" or getattr(seg, bit):
-            if guard(seg, step.me, step.peer):
-                effect(seg, step)
+        if (bit == "any" or getattr(seg, bit)) and guard(seg, step.me, step.peer):
+            effect(seg, step)
     return step
 
 

@@ -1,0 +1,177 @@
+"""``whyrst.analyze``: every RST in a capture, explained. The engine behind ``whyrst analyze``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from whyrst.capture.batch import SYN
+from whyrst.causes.engine import explain
+from whyrst.causes.features import HostView, observe_hosts
+from whyrst.pipeline import track_capture
+from whyrst.tcp.track import NS, Connection, ResetContext, flags_text
+
+SCHEMA = "whyrst.analyze/1"
+
+
+@dataclass
+class Alternative:
+    cause: str
+    confidence: float
+
+
+@dataclass
+class Reset:
+    """One RST, explained."""
+
+    frame: int
+    ts: float
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    uid: str
+    role: str
+    sender: str
+    cause: str
+    confidence: float
+    alternatives: list[Alternative]
+    evidence: list[str]
+    fix: list[str]
+    confirm: list[str]
+    flags: str = ""
+    seq: int = 0
+    ack: int = 0
+    ttl: int = 0
+    payload_text: str = ""
+    diagnostic: dict[str, object] = field(default_factory=dict)
+    evidence_frames: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["alternatives"] = [{"cause": a.cause, "confidence": a.confidence} for a in self.alternatives]
+        return d
+
+
+@dataclass
+class Report:
+    source: str
+    format: str
+    packets: int
+    connections: int
+    resets: list[Reset]
+    warnings: list[str]
+    conns: list[dict[str, Any]] = field(default_factory=list)
+    ladders: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "source": self.source,
+            "packets": self.packets,
+            "connections": self.connections,
+            "resets": [r.to_json() for r in self.resets],
+            "warnings": self.warnings,
+        }
+
+    def by_cause(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.resets:
+            counts[r.cause] = counts.get(r.cause, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def to_dataframe(self) -> Any:
+        """The resets as a pandas DataFrame (needs the ``dataframe`` extra)."""
+        import pandas as pd
+
+        rows = []
+        for r in self.resets:
+            row = r.to_json()
+            row["alternatives"] = ",".join(a.cause for a in r.alternatives)
+            row["evidence"] = " ".join(r.evidence)
+            row["fix"] = " ".join(r.fix)
+            row["confirm"] = " | ".join(r.confirm)
+            row["source"] = self.source
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def analyze(
+    source: Any,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    keep_conns: bool = False,
+    keep_ladders: bool = False,
+) -> Report:
+    """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it."""
+    hosts = HostView()
+    reset_conns: list[Connection] = []
+    conn_records: list[dict[str, Any]] = []
+
+    def finished(conn: Connection) -> None:
+        for ep in (conn.orig, conn.resp):
+            if ep.fp.ttls:
+                addr = conn.endpoint_text(ep)
+                for ttl, n in ep.fp.ttls.items():
+                    hosts.ttls[addr][ttl] += n
+        head = conn.head
+        if head and head[0].flags & SYN:
+            first = head[0]
+            client = conn.orig if first.from_orig else conn.resp
+            server = conn.resp if first.from_orig else conn.orig
+            hosts.probed_ports[conn.endpoint_text(client)].add((conn.endpoint_text(server), server.port))
+        if conn.resets:
+            reset_conns.append(conn)
+        if keep_conns:
+            conn_records.append(conn.zeek_record())
+
+    result = track_capture(source, finished, progress=progress)
+    contexts: list[ResetContext] = []
+    for conn in reset_conns:
+        observe_hosts(conn.resets, hosts)
+        contexts.extend(conn.resets)
+    contexts.sort(key=lambda c: c.rst.frame)
+
+    resets = []
+    ladders: dict[int, list[dict[str, Any]]] = {}
+    first_by_side: dict[tuple[str, bool], tuple[int, Any]] = {}
+    for ctx in contexts:
+        side = (ctx.conn.uid, ctx.sender_is_orig)
+        ex = explain(ctx, hosts, first_by_side.get(side))
+        first_by_side.setdefault(side, (ctx.rst.frame, ex))
+        rst = ctx.rst
+        resets.append(Reset(
+            frame=rst.frame, ts=rst.ts_ns / NS, src=ctx.src, sport=ctx.sport, dst=ctx.dst, dport=ctx.dport,
+            uid=ctx.conn.uid, role=ex.role, sender=ex.sender, cause=ex.cause, confidence=ex.confidence,
+            alternatives=[Alternative(c, p) for c, p in ex.alternatives], evidence=ex.evidence, fix=ex.fix,
+            confirm=ex.confirm, flags=flags_text(rst.flags), seq=rst.rel_seq, ack=rst.rel_ack, ttl=rst.ttl,
+            payload_text=ex.payload_text, diagnostic=ex.diagnostic, evidence_frames=ex.evidence_frames,
+        ))
+        if keep_ladders:
+            ladders[rst.frame] = ladder(ctx)
+    conn_records.sort(key=lambda r: r["ts"])
+    return Report(
+        source=result.source, format=result.format, packets=result.packets, connections=result.connections,
+        resets=resets, warnings=result.warnings.all(), conns=conn_records, ladders=ladders,
+    )
+
+
+def ladder(ctx: ResetContext) -> list[dict[str, Any]]:
+    """The packets around a RST, for ladder diagrams: direction is from the client's point of view."""
+    rows = []
+    start = ctx.conn.start_ns
+    seen = set()
+    for p in [*ctx.before, ctx.rst, *ctx.after]:
+        if p.frame in seen:
+            continue
+        seen.add(p.frame)
+        rows.append({
+            "frame": p.frame, "t": (p.ts_ns - start) / NS, "from_orig": p.from_orig, "flags": flags_text(p.flags),
+            "seq": p.rel_seq, "ack": p.rel_ack, "len": p.payload_len, "ttl": p.ttl, "rst": p is ctx.rst,
+        })
+    return rows
+
+
+def analyze_many(sources: Iterable[Any], **options: Any) -> list[Report]:
+    return [analyze(s, **options) for s in sources]

@@ -1,0 +1,200 @@
+"""Score every cause for a RST, rank them, and write the explanation: who, why, evidence, fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from whyrst.capture.batch import ACK, RST
+from whyrst.causes.catalog import BY_ID, CAUSES, DISTINGUISH
+from whyrst.causes.features import Features, HostView, extract
+from whyrst.tcp.track import NS, PacketRef, ResetContext, flags_text
+
+MAX_ALTERNATIVES = 4
+
+
+@dataclass
+class Explanation:
+    cause: str
+    confidence: float
+    alternatives: list[tuple[str, float]]
+    sender: str  # endpoint | firewall | middlebox | injector | unknown
+    role: str  # client | server | unknown: whose address the RST carries
+    evidence: list[str]
+    fix: list[str]
+    confirm: list[str]
+    payload_text: str = ""
+    diagnostic: dict[str, object] = field(default_factory=dict)
+    evidence_frames: list[int] = field(default_factory=list)
+
+
+def describe(p: PacketRef, start_ns: int, src: str = "", dst: str = "") -> str:
+    """A packet in a sentence: frame, time offset, direction, flags, relative seq/ack, length, TTL."""
+    parts = [f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s)"]
+    if src and dst:
+        parts.append(f"{src} → {dst}")
+    parts.append(f"[{flags_text(p.flags)}] seq {p.rel_seq}")
+    if p.flags & ACK:
+        parts.append(f"ack {p.rel_ack}")
+    parts.append(f"len {p.payload_len} win {p.win}")
+    if p.ttl:
+        parts.append(f"ttl {p.ttl}")
+    if p.ip_id >= 0:
+        parts.append(f"id {p.ip_id}")
+    return " ".join(parts)
+
+
+def payload_text(payload: bytes) -> str:
+    """A RST's payload as text, the way stacks that explain resets in it mean it to be read."""
+    if not payload:
+        return ""
+    text = payload.decode("utf-8", "replace")
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    if printable >= 0.8 * len(text):
+        return text.strip("\x00").strip()
+    return payload[:64].hex()
+
+
+def decode_rst_diagnostic(payload: bytes) -> dict[str, object]:
+    """Decode a RST diagnostic payload (draft-boucadair-tcpm-rst-diagnostic-payload, a small CBOR map
+    with reason-code 1, private enterprise number 2 and reason-description 3) when the payload is one."""
+    for start in (0, 2):
+        item = _cbor_map(payload, start)
+        if (item and set(item) <= {1, 2, 3} and 1 in item) or (item and 3 in item):
+            out: dict[str, object] = {}
+            if 1 in item:
+                out["reason_code"] = item[1]
+            if 2 in item:
+                out["pen"] = item[2]
+            if 3 in item:
+                out["reason_description"] = item[3]
+            return out
+    return {}
+
+
+def _cbor_map(data: bytes, pos: int) -> dict[int, object] | None:
+    """A tiny CBOR reader for maps of small unsigned keys to unsigned or text values; None otherwise."""
+
+    def head(p: int) -> tuple[int, int, int] | None:
+        if p >= len(data):
+            return None
+        major, info = data[p] >> 5, data[p] & 0x1F
+        p += 1
+        if info < 24:
+            return major, info, p
+        size = {24: 1, 25: 2, 26: 4, 27: 8}.get(info)
+        if size is None or p + size > len(data):
+            return None
+        return major, int.from_bytes(data[p:p + size], "big"), p + size
+
+    h = head(pos)
+    if h is None or h[0] != 5 or not 0 < h[1] <= 8:
+        return None
+    count, p = h[1], h[2]
+    out: dict[int, object] = {}
+    for _ in range(count):
+        k = head(p)
+        if k is None or k[0] != 0:
+            return None
+        v = head(k[2])
+        if v is None:
+            return None
+        if v[0] == 0:
+            out[k[1]] = v[1]
+            p = v[2]
+        elif v[0] == 3 and v[2] + v[1] <= len(data):
+            out[k[1]] = data[v[2]:v[2] + v[1]].decode("utf-8", "replace")
+            p = v[2] + v[1]
+        else:
+            return None
+    return out if p == len(data) else None
+
+
+def _sender_kind(cause: str, f: Features) -> str:
+    if cause == "injected":
+        return "injector"
+    if cause == "firewall-reject":
+        return "firewall"
+    if cause in ("idle-timeout", "nat-expired") and f.ttl_mismatch:
+        return "middlebox"
+    if f.ttl_mismatch:
+        return "middlebox"
+    if f.ttl_known > 0 or f.host_ttl > 0:
+        return "endpoint"
+    return "endpoint" if cause not in ("unknown",) else "unknown"
+
+
+def explain(ctx: ResetContext, hosts: HostView, earlier: tuple[int, Explanation] | None = None) -> Explanation:
+    """Explain one RST. ``earlier`` is the (frame, explanation) of a RST the same side sent before in this
+    connection: a stack answers every later segment of a connection it reset, so those follow-ups share
+    the first one's cause unless they look forged."""
+    f = extract(ctx, hosts)
+    scored = []
+    reasons: dict[str, list[str]] = {}
+    for cause in CAUSES:
+        score, why = cause.score(f)
+        if score > 0:
+            scored.append((score, cause.id))
+            reasons[cause.id] = why
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    total = sum(s for s, _ in scored) + 0.15
+    ranked = [(cid, round(s / total, 3)) for s, cid in scored]
+    best, conf = ranked[0]
+    if best == "unknown" and len(ranked) > 1:
+        best, conf = ranked[0]
+    alternatives = [(cid, c) for cid, c in ranked[1:] if cid != best][:MAX_ALTERNATIVES]
+
+    conn = ctx.conn
+    start = conn.start_ns
+    rst = ctx.rst
+    evidence = [f"The RST is {describe(rst, start, f'{ctx.src}:{ctx.sport}', f'{ctx.dst}:{ctx.dport}')}, "
+                f"sent by the {f.sender_role} side."]
+    frames = [rst.frame]
+    if f.trigger is not None and f.trigger.frame != rst.frame:
+        evidence.append(f"It follows the peer's {describe(f.trigger, start)} by "
+                        f"{f.trigger_gap * 1000:.3f} ms.")
+        frames.append(f.trigger.frame)
+    evidence.extend(reasons.get(best, []))
+    if f.ttl_known > 0 and rst.ttl and not f.ttl_mismatch:
+        if BY_ID[best].sender == "endpoint":
+            evidence.append(f"Its TTL {rst.ttl} matches the sender's other packets, so the sender's own stack "
+                            "made it.")
+        else:
+            evidence.append(f"Its TTL {rst.ttl} matches the sender's other packets: whatever made it sits on "
+                            "the sender's host or the same hop.")
+    if ctx.payload:
+        evidence.append(f"It carries {len(ctx.payload)} bytes of payload: {payload_text(ctx.payload)[:200]!r}.")
+    if ctx.mptcp_subtype == 8:
+        evidence.append("It carries an MPTCP MP_TCPRST option: the MPTCP layer reset this subflow.")
+    if not f.handshake_seen and ctx.index_in_conn == 0 and len(ctx.before) == 0:
+        evidence.append("No earlier packet of this connection is in the capture, so the verdict rests on the RST "
+                        "alone.")
+    if rst.flags & RST and ctx.index_in_conn > 0:
+        evidence.append(f"It is RST number {ctx.index_in_conn + 1} of this connection.")
+
+    if earlier is not None and best != "injected" and earlier[1].cause != "injected":
+        first_frame, first = earlier
+        evidence.insert(1, f"Frame {first_frame} from the same side already reset this connection; this RST "
+                           "answers a segment that arrived for the connection afterwards, so it shares that "
+                           f"reset's cause ({first.cause}).")
+        if best != first.cause:
+            alternatives = [(best, conf), *[(c, p) for c, p in alternatives if c != first.cause]][:MAX_ALTERNATIVES]
+        best, conf = first.cause, round(first.confidence * 0.95, 3)
+    cause = BY_ID[best]
+    confirm = list(cause.confirm)
+    for alt, _ in alternatives[:2]:
+        tell = DISTINGUISH.get(frozenset({best, alt}))
+        if tell:
+            confirm.insert(0, f"To tell {best} from {alt}: {tell}")
+    return Explanation(
+        cause=best,
+        confidence=conf,
+        alternatives=alternatives,
+        sender=_sender_kind(best, f),
+        role=f.sender_role,
+        evidence=evidence,
+        fix=list(cause.fix),
+        confirm=confirm,
+        payload_text=payload_text(ctx.payload),
+        diagnostic=decode_rst_diagnostic(ctx.payload),
+        evidence_frames=frames,
+    )

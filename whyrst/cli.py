@@ -1,0 +1,206 @@
+"""The ``whyrst`` command: thin front ends over one engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from whyrst import __version__
+from whyrst.errors import WhyrstError
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _progress_for(path: str) -> tuple[Any, Any]:
+    """A progress bar on a TTY for files large enough to wait for; (None, None) otherwise."""
+    if not sys.stderr.isatty() or path == "-":
+        return None, None
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return None, None
+    if size < 20_000_000:
+        return None, None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[pkts]} packets"),
+                   TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+    task = bar.add_task(os.path.basename(path), total=size, pkts=0)
+
+    def update(packets: int, nbytes: int) -> None:
+        bar.update(task, completed=nbytes, pkts=packets)
+
+    return bar, update
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from whyrst.analyze import analyze
+
+    bar, update = _progress_for(args.capture)
+    if bar is not None:
+        with bar:
+            report = analyze(args.capture, progress=update, keep_ladders=bool(args.html))
+    else:
+        report = analyze(args.capture, keep_ladders=bool(args.html))
+    if args.html:
+        from whyrst.report.html import write_html
+
+        write_html(report, args.html)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=None if args.compact else 1)
+        sys.stdout.write("\n")
+    else:
+        from whyrst.report.terminal import print_report
+
+        print_report(report, _console(), verbose=args.verbose, limit=args.limit)
+    if args.json:  # the terminal report shows them inline
+        for w in report.warnings:
+            print(f"whyrst: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_conns(args: argparse.Namespace) -> int:
+    from whyrst.pipeline import track_capture
+
+    rows: list[dict[str, Any]] = []
+    result = track_capture(args.capture, lambda c: rows.append(c.zeek_record()))
+    rows.sort(key=lambda r: r["ts"])
+    out = sys.stdout
+    if args.json:
+        for r in rows:
+            out.write(json.dumps(r) + "\n")
+    elif args.format == "zeek":
+        from whyrst.report.zeeklog import write_conn_log
+
+        write_conn_log(rows, out)
+    else:
+        from whyrst.report.terminal import print_conns
+
+        print_conns(rows, _console())
+    for w in result.warnings.all():
+        print(f"whyrst: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_causes(args: argparse.Namespace) -> int:
+    from whyrst.causes.catalog import CAUSES
+
+    if args.json:
+        print(json.dumps([{"id": c.id, "title": c.title, "kernel_reasons": list(c.kernel_reasons),
+                           "sender": c.sender} for c in CAUSES], indent=1))
+        return 0
+    from rich.table import Table
+
+    table = Table(title="whyrst cause catalog", title_justify="left")
+    table.add_column("id")
+    table.add_column("title")
+    table.add_column("kernel reasons")
+    for c in CAUSES:
+        table.add_row(c.id, c.title, ", ".join(c.kernel_reasons) or "-")
+    _console().print(table)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from whyrst.causes.catalog import BY_ID
+    from whyrst.causes.docs import cause_page
+
+    if args.cause not in BY_ID:
+        raise WhyrstError(f"unknown cause {args.cause!r}; see 'whyrst causes'")
+    from rich.markdown import Markdown
+
+    text = cause_page(BY_ID[args.cause])
+    if sys.stdout.isatty():
+        _console().print(Markdown(text))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="whyrst", description="Why did this TCP connection get reset?")
+    p.add_argument("--version", action="version", version=f"whyrst {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("analyze", help="explain every RST in a capture (pcap, pcapng, gzip, tcpdump -nn text)")
+    a.add_argument("capture", help="capture file, or - for standard input")
+    a.add_argument("--json", action="store_true", help="one JSON object (schema whyrst.analyze/1)")
+    a.add_argument("--compact", action="store_true", help="JSON on one line")
+    a.add_argument("-v", "--verbose", action="store_true", help="show the evidence, confirm steps and fixes")
+    a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    a.add_argument("--limit", type=int, default=200, help="resets listed in the terminal (0: all)")
+    a.set_defaults(func=cmd_analyze)
+
+    c = sub.add_parser("conns", help="the TCP connection table (Zeek conn.log compatible)")
+    c.add_argument("capture")
+    c.add_argument("--json", action="store_true", help="JSON lines with Zeek's field names")
+    c.add_argument("--format", choices=("table", "zeek"), default="table", help="zeek: a conn.log (TSV)")
+    c.set_defaults(func=cmd_conns)
+
+    k = sub.add_parser("causes", help="list the cause catalog")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_causes)
+
+    e = sub.add_parser("explain", help="a cause's page: what, why, wire signature, confirm, fix")
+    e.add_argument("cause")
+    e.set_defaults(func=cmd_explain)
+
+    try:
+        from whyrst import lab
+
+        lp = sub.add_parser("lab", help="reproduce every cause on real kernel stacks (root)")
+        lab.add_arguments(lp)
+        lp.set_defaults(func=lab.run)
+    except ImportError:
+        pass
+    try:
+        from whyrst.live import watch
+
+        wp = sub.add_parser("watch", help="live reset explanations from the kernel's reasons (root)")
+        watch.add_arguments(wp)
+        wp.set_defaults(func=watch.run)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except WhyrstError as err:
+        print(f"whyrst: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("whyrst: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except MemoryError:
+        print("whyrst: out of memory", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if os.environ.get("WHYRST_DEBUG"):
+            raise
+        where = getattr(args, "capture", "")
+        print(f"whyrst: internal error{' on ' + where if where else ''}: {type(err).__name__}: {err} "
+              "(set WHYRST_DEBUG=1 for details and please report it)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Report writers: terminal (rich), JSON, Zeek conn.log, HTML."""
