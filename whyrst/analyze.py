@@ -137,9 +137,11 @@ def analyze(
     ladders: dict[int, list[dict[str, Any]]] = {}
     first_by_side: dict[tuple[str, bool], tuple[int, Any]] = {}
     for ctx in contexts:
-        side = (ctx.conn.uid, ctx.sender_is_orig)
-        ex = explain(ctx, hosts, first_by_side.get(side))
-        first_by_side.setdefault(side, (ctx.rst.frame, ex))
+        uid, side = ctx.conn.uid, ctx.sender_is_orig
+        mine, theirs = first_by_side.get((uid, side)), first_by_side.get((uid, not side))
+        earlier = (*mine, True) if mine else (*theirs, False) if theirs else None
+        ex = explain(ctx, hosts, earlier)
+        first_by_side.setdefault((uid, side), (ctx.rst.frame, ex))
         rst = ctx.rst
         resets.append(Reset(
             frame=rst.frame, ts=rst.ts_ns / NS, src=ctx.src, sport=ctx.sport, dst=ctx.dst, dport=ctx.dport,

@@ -60,7 +60,8 @@ def _firewall_reject(f: Features) -> Verdict:
             return 0.75, why
         why.append("A packet filter with REJECT --reject-with tcp-reset answers a SYN exactly like a closed port.")
         return 0.3, why
-    if f.established and not f.rst_has_ack and f.bare_rst_seq_is_peer_ack and not f.sender_fin_before:
+    if (f.established and not f.rst_has_ack and f.bare_rst_seq_is_peer_ack and not f.sender_fin_before
+            and not f.answers_synack and not f.sender_only_syns):
         s = 0.3
         why.append("A bare RST (no ACK flag) whose seq is the peer's acknowledgement number is a reply "
                    "synthesised from the offending packet, which is how netfilter's REJECT (and a stack "
@@ -124,6 +125,8 @@ def _unread_data_close(f: Features) -> Verdict:
         s -= 0.25
     if f.trigger_gap < 0.0005:
         s -= 0.3
+    if f.sender_keepalive_probes >= 2:
+        s -= 0.4
     return max(s, 0.0), why
 
 
@@ -187,7 +190,7 @@ def _listen_close_queued(f: Features) -> Verdict:
 
 
 def _half_open(f: Features) -> Verdict:
-    if f.answers_syn or f.answers_synack or f.trigger is None or f.trigger_gap > 1.0:
+    if f.answers_syn or f.answers_synack or f.sender_only_syns or f.trigger is None or f.trigger_gap > 1.0:
         return 0.0, []
     trigger_is_fin = bool(f.trigger.flags & 0x01)
     if f.sender_fin_before and not trigger_is_fin:
@@ -228,7 +231,7 @@ def _time_wait_assassination(f: Features) -> Verdict:
 
 
 def _nat_expired(f: Features) -> Verdict:
-    if f.answers_syn or f.sender_fin_before or f.trigger is None or f.trigger_gap > 1.0:
+    if f.answers_syn or f.sender_fin_before or f.sender_only_syns or f.trigger is None or f.trigger_gap > 1.0:
         return 0.0, []
     if not (f.bare_rst_seq_is_peer_ack or (not f.handshake_seen and f.trigger_gap < 0.5)):
         return 0.0, []
@@ -311,7 +314,7 @@ def _scan(f: Features) -> Verdict:
 def _injected(f: Features) -> Verdict:
     s, why = 0.0, []
     if f.ttl_mismatch and f.ttl_known > 0:
-        s += 0.35
+        s += 0.45
         why.append(f"TTL {f.ctx.rst.ttl} does not match the {f.ttl_known} of every other packet from that endpoint.")
     if f.ip_id_copied_from_peer:
         s += 0.2

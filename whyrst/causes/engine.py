@@ -123,10 +123,12 @@ def _sender_kind(cause: str, f: Features) -> str:
     return "endpoint" if cause not in ("unknown",) else "unknown"
 
 
-def explain(ctx: ResetContext, hosts: HostView, earlier: tuple[int, Explanation] | None = None) -> Explanation:
-    """Explain one RST. ``earlier`` is the (frame, explanation) of a RST the same side sent before in this
-    connection: a stack answers every later segment of a connection it reset, so those follow-ups share
-    the first one's cause unless they look forged."""
+def explain(ctx: ResetContext, hosts: HostView,
+            earlier: tuple[int, Explanation, bool] | None = None) -> Explanation:
+    """Explain one RST. ``earlier`` is (frame, explanation, same side) of the first RST of this connection
+    before this one. A stack answers every later segment of a connection it reset, and a side that received
+    a RST answers the peer's late segments with RST too: those follow-ups share the first one's cause,
+    unless they themselves look forged."""
     f = extract(ctx, hosts)
     scored = []
     reasons: dict[str, list[str]] = {}
@@ -171,11 +173,16 @@ def explain(ctx: ResetContext, hosts: HostView, earlier: tuple[int, Explanation]
     if rst.flags & RST and ctx.index_in_conn > 0:
         evidence.append(f"It is RST number {ctx.index_in_conn + 1} of this connection.")
 
-    if earlier is not None and best != "injected" and earlier[1].cause != "injected":
-        first_frame, first = earlier
-        evidence.insert(1, f"Frame {first_frame} from the same side already reset this connection; this RST "
-                           "answers a segment that arrived for the connection afterwards, so it shares that "
-                           f"reset's cause ({first.cause}).")
+    if earlier is not None and best != "injected" and (earlier[2] is False or earlier[1].cause != "injected"):
+        first_frame, first, same_side = earlier
+        if same_side:
+            evidence.insert(1, f"Frame {first_frame} from the same side already reset this connection; this RST "
+                               "answers a segment that arrived for the connection afterwards, so it shares that "
+                               f"reset's cause ({first.cause}).")
+        else:
+            evidence.insert(1, f"The other side's RST in frame {first_frame} ({first.cause}) had already ended "
+                               "the connection here; this RST answers the peer's segments that kept coming, so "
+                               "it is a consequence of that reset.")
         if best != first.cause:
             alternatives = [(best, conf), *[(c, p) for c, p in alternatives if c != first.cause]][:MAX_ALTERNATIVES]
         best, conf = first.cause, round(first.confidence * 0.95, 3)

@@ -15,7 +15,8 @@ from whyrst.tcp.seq import seq_delta
 from whyrst.tcp.state import EP
 from whyrst.tcp.track import NS, PacketRef, ResetContext
 
-LINUX_TCP_TIMEOUTS = (1.0, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0, 65.0, 75.0, 120.0, 300.0, 600.0)
+# Round timeouts applications and proxies are configured with (seconds).
+ROUND_TIMEOUTS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 75.0, 90.0, 120.0, 180.0, 300.0, 350.0, 600.0, 900.0)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Features:
     after_handshake_ack: bool  # handshake completed and the RST is the SYN sender's next packet
     handshake_seen: bool
     established: bool  # both sides reached ESTABLISHED at some point (or data flowed both ways)
+    sender_only_syns: bool  # everything the sender sent before the RST was a SYN
     sender_sent_data: bool
     peer_sent_data: bool
     peer_data_unanswered: bool  # the peer's last data was ACKed but never answered before the RST
@@ -95,7 +97,7 @@ def _fmt_bool(v: bool | None) -> str:
 
 
 def _near_round(seconds: float) -> float:
-    for t in LINUX_TCP_TIMEOUTS:
+    for t in ROUND_TIMEOUTS:
         if abs(seconds - t) <= max(0.03, t * 0.012):
             return t
     return 0.0
@@ -259,6 +261,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         after_handshake_ack=after_handshake_ack,
         handshake_seen=handshake_seen,
         established=established,
+        sender_only_syns=bool(nonrst_mine) and all(p.flags & SYN and not p.flags & ACK for p in nonrst_mine),
         sender_sent_data=bool(sender_data),
         peer_sent_data=bool(peer_data),
         peer_data_unanswered=peer_data_unanswered,
