@@ -153,22 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("cause")
     e.set_defaults(func=cmd_explain)
 
-    try:
-        from whyrst import lab
+    import importlib
 
-        lp = sub.add_parser("lab", help="reproduce every cause on real kernel stacks (root)")
-        lab.add_arguments(lp)
-        lp.set_defaults(func=lab.run)
-    except ImportError:
-        pass
-    try:
-        from whyrst.live import watch
-
-        wp = sub.add_parser("watch", help="live reset explanations from the kernel's reasons (root)")
-        watch.add_arguments(wp)
-        wp.set_defaults(func=watch.run)
-    except ImportError:
-        pass
+    # The live and lab front ends plug in with add_arguments(parser) and run(args) -> exit status.
+    for name, module, text in (
+        ("lab", "whyrst.lab", "reproduce every cause on real kernel stacks and check the verdicts (root)"),
+        ("watch", "whyrst.live.watch", "live reset explanations from the kernel's own reasons (root)"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        if hasattr(mod, "add_arguments") and hasattr(mod, "run"):
+            sp = sub.add_parser(name, help=text)
+            mod.add_arguments(sp)
+            sp.set_defaults(func=mod.run)
     return p
 
 

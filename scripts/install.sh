@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything whyrst and its test suite need on a fresh Debian machine (run as root):
+# the system tools the tests compare with or drive, then whyrst itself with its extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  need=()
+  for tool in tcpdump tshark editcap ip iptables nft conntrack nginx; do
+    command -v "$tool" >/dev/null || need+=("$tool")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends \
+      tcpdump tshark iproute2 iptables nftables conntrack nginx-light procps kmod chromium >/dev/null
+  fi
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet]'
