@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import REPO, run_whyrst
+
 from whyrst.causes.catalog import CAUSE_IDS
 
 
@@ -39,8 +40,8 @@ def test_missing_file_is_a_clean_error(tmp_path: Path):
 
 
 def test_docs_pages_are_current():
-    from whyrst.causes.docs import cause_page
     from whyrst.causes.catalog import CAUSES
+    from whyrst.causes.docs import cause_page
 
     for c in CAUSES:
         page = REPO / "docs" / "causes" / f"{c.id}.md"

@@ -43,8 +43,8 @@ def agreement(corpus: Path) -> dict[str, tuple[int, int, list]]:
         if not rows:
             continue
         mine: collections.Counter = collections.Counter()
-        records = []
-        track_capture(str(corpus / "pcaps" / pcap), lambda c: records.append(c.zeek_record()))
+        records: list[dict] = []
+        track_capture(str(corpus / "pcaps" / pcap), lambda c, into=records: into.append(c.zeek_record()))
         for c in records:
             key = frozenset([(c["id.orig_h"], str(c["id.orig_p"])), (c["id.resp_h"], str(c["id.resp_p"]))])
             mine[(key, c["conn_state"], c["history"])] += 1
@@ -78,4 +78,3 @@ if __name__ == "__main__":  # prints the figures for the issue note
     for p, (ok, n, m) in res.items():
         print(f"{p}: {ok}/{n}", "" if ok == n else m[:5])
     print("overall", sum(r[0] for r in res.values()), "/", sum(r[1] for r in res.values()))
-    pytest.main

@@ -354,7 +354,8 @@ def bench_packets(packets: int, concurrent: int, seed: int = 1, ipv6_share: floa
         if ending == "closed-port":
             yield packet(srv, cli, sport, cport, 0, cseq + 1, RST | ACK, win=0, ttl=64)
             return
-        yield packet(srv, cli, sport, cport, sseq, cseq + 1, SYN | ACK, options=tcp_options(1460, 7, True, (ts_s, ts_c)))
+        synack_opts = tcp_options(1460, 7, True, (ts_s, ts_c))
+        yield packet(srv, cli, sport, cport, sseq, cseq + 1, SYN | ACK, options=synack_opts)
         cseq += 1
         sseq += 1
         if ending == "connect-then-close":
@@ -400,7 +401,8 @@ def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: boo
     with open(path, "wb") as out:
         if pcapng:
             shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
-            out.write(struct.pack("<II", 0x0A0D0D0A, 12 + len(shb_body)) + shb_body + struct.pack("<I", 12 + len(shb_body)))
+            shb_len = struct.pack("<I", 12 + len(shb_body))
+            out.write(struct.pack("<I", 0x0A0D0D0A) + shb_len + shb_body + shb_len)
             idb_opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)  # if_tsresol = 9 (ns)
             idb_body = struct.pack("<HHI", 1, 0, 262144) + idb_opts
             out.write(struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body)))
