@@ -6,8 +6,6 @@ import collections
 import os
 from pathlib import Path
 
-import pytest
-
 from whyrst.pipeline import track_capture
 
 RST_BEHAVIOR = ["zeek_tcp_single-rst.pcap", "zeek_tcp_syn-then-rst.pcap",
