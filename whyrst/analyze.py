@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from whyrst.capture.batch import SYN
+import numpy as np
+
+from whyrst.capture.batch import Kind
 from whyrst.causes.engine import explain
 from whyrst.causes.features import HostView, observe_hosts
-from whyrst.pipeline import track_capture
-from whyrst.tcp.track import NS, Connection, ResetContext, flags_text
+from whyrst.errors import Warnings
+from whyrst.tcp.prepass import Prepass, flow_hashes
+from whyrst.tcp.track import NS, Connection, ResetContext, Tracker, flags_text
 
 SCHEMA = "whyrst.analyze/1"
 
@@ -62,7 +66,6 @@ class Report:
     connections: int
     resets: list[Reset]
     warnings: list[str]
-    conns: list[dict[str, Any]] = field(default_factory=list)
     ladders: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -101,32 +104,52 @@ def analyze(
     source: Any,
     *,
     progress: Callable[[int, int], None] | None = None,
-    keep_conns: bool = False,
     keep_ladders: bool = False,
+    two_pass: bool | None = None,
 ) -> Report:
-    """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it."""
-    hosts = HostView()
+    """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it.
+
+    On a file, a first vectorized pass finds the tuples that carry a RST and the facts about hosts; the
+    second pass tracks only those tuples through the state machine. A stream is read once, tracking
+    everything. ``two_pass`` forces one or the other (the tests compare both)."""
+    from whyrst.capture import open_capture
+
+    if two_pass is None:
+        two_pass = isinstance(source, (str, os.PathLike)) and str(source) != "-" and os.path.isfile(source)
+    prepass = Prepass()
     reset_conns: list[Connection] = []
-    conn_records: list[dict[str, Any]] = []
 
     def finished(conn: Connection) -> None:
-        for ep in (conn.orig, conn.resp):
-            if ep.fp.ttls:
-                addr = conn.endpoint_text(ep)
-                for ttl, n in ep.fp.ttls.items():
-                    hosts.ttls[addr][ttl] += n
-        head = conn.head
-        if head and head[0].flags & SYN:
-            first = head[0]
-            client = conn.orig if first.from_orig else conn.resp
-            server = conn.resp if first.from_orig else conn.orig
-            hosts.probed_ports[conn.endpoint_text(client)].add((conn.endpoint_text(server), server.port))
         if conn.resets:
             reset_conns.append(conn)
-        if keep_conns:
-            conn_records.append(conn.zeek_record())
 
-    result = track_capture(source, finished, progress=progress)
+    warnings = Warnings()
+    with open_capture(source, warnings=warnings) as cap:
+        tracker = Tracker(finished, source_tag=str(cap.source).encode())
+        for batch in cap:
+            prepass.feed(batch)
+            if not two_pass:
+                tracker.feed(batch)
+            if progress is not None:
+                progress(cap.packets, getattr(cap, "bytes_read", 0))
+        name, fmt, packets = cap.source, cap.format, cap.packets
+    if two_pass and prepass.rst_tuples:
+        wanted = np.fromiter(prepass.rst_tuples, dtype=np.uint64, count=len(prepass.rst_tuples))
+        with open_capture(source, warnings=Warnings()) as cap:
+            for batch in cap:
+                tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+                keep = np.zeros(batch.n, dtype=bool)
+                keep[tcp[np.isin(flow_hashes(batch, tcp), wanted)]] = True
+                if keep.any():
+                    tracker.feed(batch.select(keep))
+    tracker.close()
+    if tracker.evicted:
+        warnings.warn(f"{tracker.evicted} connections were evicted from the connection table; their state was "
+                      "cut short")
+    if prepass.forgotten:
+        warnings.warn(f"the connection count is approximate: {prepass.forgotten} idle tuples were forgotten")
+
+    hosts = HostView(ttls=prepass.ttls, probed_ports=prepass.probed)
     contexts: list[ResetContext] = []
     for conn in reset_conns:
         observe_hosts(conn.resets, hosts)
@@ -152,10 +175,9 @@ def analyze(
         ))
         if keep_ladders:
             ladders[rst.frame] = ladder(ctx)
-    conn_records.sort(key=lambda r: r["ts"])
     return Report(
-        source=result.source, format=result.format, packets=result.packets, connections=result.connections,
-        resets=resets, warnings=result.warnings.all(), conns=conn_records, ladders=ladders,
+        source=name, format=fmt, packets=packets, connections=prepass.connections,
+        resets=resets, warnings=warnings.all(), ladders=ladders,
     )
 
 

@@ -313,7 +313,4 @@ def observe_hosts(conn_resets: list[ResetContext], hosts: HostView) -> None:
         theirs = [p for p in before if p.from_orig != ctx.sender_is_orig]
         if theirs and theirs[-1].flags & SYN and not theirs[-1].flags & ACK:
             hosts.refused_ports[ctx.dst].add((ctx.src, ctx.sport))
-        if before and any(p.flags & ACK for p in before if p.from_orig == ctx.sender_is_orig):
-            hosts.server_rst_times[(ctx.src, ctx.sport)].append(rst.ts_ns)
-        else:
-            hosts.server_rst_times[(ctx.src, ctx.sport)].append(rst.ts_ns)
+        hosts.server_rst_times[(ctx.src, ctx.sport)].append(rst.ts_ns)
