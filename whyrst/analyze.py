@@ -66,6 +66,7 @@ class Report:
     connections: int
     resets: list[Reset]
     warnings: list[str]
+    conns: list[dict[str, Any]] = field(default_factory=list)
     ladders: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -106,22 +107,29 @@ def analyze(
     progress: Callable[[int, int], None] | None = None,
     keep_ladders: bool = False,
     two_pass: bool | None = None,
+    collect_conns: bool = False,
 ) -> Report:
     """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it.
 
     On a file, a first vectorized pass finds the tuples that carry a RST and the facts about hosts; the
     second pass tracks only those tuples through the state machine. A stream is read once, tracking
-    everything. ``two_pass`` forces one or the other (the tests compare both)."""
+    everything. ``two_pass`` forces one or the other (the tests compare both). ``collect_conns`` keeps
+    every connection's conn.log record (one pass, every connection tracked)."""
     from whyrst.capture import open_capture
 
+    if collect_conns:
+        two_pass = False
     if two_pass is None:
         two_pass = isinstance(source, (str, os.PathLike)) and str(source) != "-" and os.path.isfile(source)
     prepass = Prepass()
     reset_conns: list[Connection] = []
+    conn_records: list[dict[str, Any]] = []
 
     def finished(conn: Connection) -> None:
         if conn.resets:
             reset_conns.append(conn)
+        if collect_conns:
+            conn_records.append(conn.zeek_record())
 
     warnings = Warnings()
     with open_capture(source, warnings=warnings) as cap:
@@ -178,6 +186,7 @@ def analyze(
     return Report(
         source=name, format=fmt, packets=packets, connections=prepass.connections,
         resets=resets, warnings=warnings.all(), ladders=ladders,
+        conns=sorted(conn_records, key=lambda r: (r["ts"], r["uid"])),
     )
 
 
@@ -197,5 +206,14 @@ def ladder(ctx: ResetContext) -> list[dict[str, Any]]:
     return rows
 
 
-def analyze_many(sources: Iterable[Any], **options: Any) -> list[Report]:
-    return [analyze(s, **options) for s in sources]
+def analyze_many(sources: Iterable[str], jobs: int | None = None) -> Any:
+    """Many sources (files, directories, globs) analysed in parallel: one pandas DataFrame of resets."""
+    import pandas as pd
+
+    from whyrst.jobs import expand_sources, run_local
+
+    frames = []
+    for doc in run_local(expand_sources(sources), jobs or os.cpu_count() or 1):
+        rows = [{**r, "source": doc["source"]} for r in doc["resets"]]
+        frames.append(pd.DataFrame(rows))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

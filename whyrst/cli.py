@@ -42,14 +42,26 @@ def _progress_for(path: str) -> tuple[Any, Any]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from whyrst.jobs import expand_sources
+
+    sources = expand_sources(args.capture)
+    if not sources:
+        raise WhyrstError("no capture to read")
+    many = len(sources) > 1 or any(os.path.isdir(c) for c in args.capture) or args.parquet
+    if not many and args.engine == "local":
+        return _analyze_one(args, sources[0])
+    return _analyze_many(args, sources)
+
+
+def _analyze_one(args: argparse.Namespace, source: str) -> int:
     from whyrst.analyze import analyze
 
-    bar, update = _progress_for(args.capture)
+    bar, update = _progress_for(source)
     if bar is not None:
         with bar:
-            report = analyze(args.capture, progress=update, keep_ladders=bool(args.html))
+            report = analyze(source, progress=update, keep_ladders=bool(args.html))
     else:
-        report = analyze(args.capture, keep_ladders=bool(args.html))
+        report = analyze(source, keep_ladders=bool(args.html))
     if args.html:
         from whyrst.report.html import write_html
 
@@ -57,13 +69,53 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
+        for w in report.warnings:  # the terminal report shows them inline
+            print(f"whyrst: warning: {w}", file=sys.stderr)
     else:
         from whyrst.report.terminal import print_report
 
         print_report(report, _console(), verbose=args.verbose, limit=args.limit)
-    if args.json:  # the terminal report shows them inline
-        for w in report.warnings:
-            print(f"whyrst: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
+    from whyrst.jobs import run_dask, run_local, write_parquet
+
+    jobs = args.jobs or os.cpu_count() or 1
+    with_conns = bool(args.parquet)
+    if args.engine == "dask":
+        docs = run_dask(sources, args.scheduler, with_conns=with_conns)
+    else:
+        docs = run_local(sources, jobs, with_conns=with_conns)
+    failed = 0
+    collected = []
+    console = _console()
+    for doc in docs:
+        failed += "error" in doc
+        if args.parquet:
+            collected.append(doc)
+        if args.json:
+            sys.stdout.write(json.dumps({k: v for k, v in doc.items() if k != "conns"}) + "\n")
+        elif "error" in doc:
+            print(f"whyrst: {doc['error']}", file=sys.stderr)
+        else:
+            counts: dict[str, int] = {}
+            for r in doc["resets"]:
+                counts[r["cause"]] = counts.get(r["cause"], 0) + 1
+            top = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1])[:4])
+            console.print(f"{doc['source']}: {doc['packets']} packets, {len(doc['resets'])} resets"
+                          + (f" ({top})" if top else ""), highlight=False, markup=False)
+    if args.parquet:
+        n_resets, n_conns = write_parquet(collected, args.parquet)
+        print(f"whyrst: wrote {n_resets} resets and {n_conns} connections to {args.parquet}", file=sys.stderr)
+    return 2 if failed == len(sources) else 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from whyrst.jobs import summarize
+
+    for line in summarize(args.dataset):
+        print(line)
     return 0
 
 
@@ -131,13 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     a = sub.add_parser("analyze", help="explain every RST in a capture (pcap, pcapng, gzip, tcpdump -nn text)")
-    a.add_argument("capture", help="capture file, or - for standard input")
+    a.add_argument("capture", nargs="+", help="capture files, directories (recursive), globs, or - for stdin")
     a.add_argument("--json", action="store_true", help="one JSON object (schema whyrst.analyze/1)")
     a.add_argument("--compact", action="store_true", help="JSON on one line")
     a.add_argument("-v", "--verbose", action="store_true", help="show the evidence, confirm steps and fixes")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     a.add_argument("--limit", type=int, default=200, help="resets listed in the terminal (0: all)")
+    a.add_argument("-j", "--jobs", type=int, default=0, help="processes (default: every core; 1: one process)")
+    a.add_argument("--engine", choices=("local", "dask"), default="local", help="where the work runs")
+    a.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler (tcp://HOST:8786); default a LocalCluster")
+    a.add_argument("--parquet", metavar="DIR", help="write resets and connections as a Parquet dataset")
     a.set_defaults(func=cmd_analyze)
+
+    sm = sub.add_parser("summary", help="causes across a Parquet dataset written by analyze --parquet")
+    sm.add_argument("dataset")
+    sm.set_defaults(func=cmd_summary)
 
     c = sub.add_parser("conns", help="the TCP connection table (Zeek conn.log compatible)")
     c.add_argument("capture")
@@ -195,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("WHYRST_DEBUG"):
             raise
-        where = getattr(args, "capture", "")
+        where = " ".join(getattr(args, "capture", None) or [])
         print(f"whyrst: internal error{' on ' + where if where else ''}: {type(err).__name__}: {err} "
               "(set WHYRST_DEBUG=1 for details and please report it)", file=sys.stderr)
         return 2
