@@ -1,0 +1,269 @@
+"""``open_capture``: detect the format by content and stream the capture as packet batches."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import sys
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from whyrst.capture import decode as dec
+from whyrst.capture import pcap, pcapng
+from whyrst.capture import records as rec
+from whyrst.capture.batch import PacketBatch
+from whyrst.errors import CaptureError, Warnings
+
+GZIP_MAGIC = b"\x1f\x8b"
+SNIFF = 512  # bytes looked at to decide whether an unknown file is text
+
+
+class _Counting(io.RawIOBase):
+    """A read-only stream that counts the bytes taken from the one it wraps (for progress)."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        read = getattr(self.raw, "read1", None) or self.raw.read
+        data = read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.count += n
+        return n
+
+    def fileno(self) -> int:
+        return int(self.raw.fileno())
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` followed by the rest of ``raw``: the bytes already looked at, handed back."""
+
+    def __init__(self, prefix: bytes, raw: Any) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.prefix:
+            n = min(len(b), len(self.prefix))
+            b[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
+        data = self.raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # a character cut at the end of the sample is fine
+            return False
+    printable = sum(32 <= c < 127 or c in (9, 10, 13) for c in head)
+    return printable >= 0.9 * len(head)
+
+
+def _is_pipe(raw: Any) -> bool:
+    try:
+        return not stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+class Capture:
+    """An open capture: iterate it for :class:`PacketBatch` objects (see :mod:`whyrst.capture`)."""
+
+    source: str
+    format: str
+    packets: int
+    warnings: Warnings
+
+    def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
+                 fast: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.warnings = warnings if warnings is not None else Warnings()
+        self.packets = 0
+        self.format = ""
+        self.fast = fast
+        self._owned: BinaryIO | None = None
+        self._unsupported: dict[int, int] = {}
+        self._stream: rec.ByteStream | None = None
+        self._batches: Iterator[PacketBatch] | None = None
+        raw = self._open(source)
+        self._counting = _Counting(raw)
+        try:
+            self._batches = self._start(self._counting, _is_pipe(raw))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _open(self, source: Any) -> Any:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.source = "<bytes>"
+            return io.BytesIO(bytes(source))
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if path == "-":
+                self.source = "<stdin>"
+                return sys.stdin.buffer
+            self.source = path
+            try:
+                self._owned = open(path, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as e:
+                raise CaptureError(path, None, f"cannot open: {e.strerror or e}") from None
+            return self._owned
+        if hasattr(source, "read"):
+            name = getattr(source, "name", None)
+            self.source = name if isinstance(name, str) else "<stream>"
+            return getattr(source, "buffer", source)  # a text-mode stdin: read its bytes
+        raise TypeError(f"open_capture: cannot read a capture from {type(source).__name__}")
+
+    def _start(self, raw: Any, live: bool, gzipped: bool = False) -> Iterator[PacketBatch]:
+        probe = rec.ByteStream(raw, live=False)
+        head = probe.read_exact(4)
+        if probe.error is not None:
+            raise CaptureError(self.source, 0, f"gzip: {probe.error}")
+        if not head:
+            what = "the decompressed data is empty" if gzipped else "empty file"
+            raise CaptureError(self.source, 0, f"{what}: not a capture")
+        if head[:2] == GZIP_MAGIC and not gzipped:
+            inner = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")
+            self._gzip = inner
+            return self._start(inner, False, gzipped=True)
+        suffix = "+gzip" if gzipped else ""
+        if head in pcap.MAGICS:
+            self.format = "pcap" + suffix
+            stream = rec.ByteStream(raw, prefix=head, live=live)
+            self._stream = stream
+            walker = None if self.fast else pcap.walk_py
+            records = pcap.read_pcap(stream, self.source, self.batch_size, self.warnings, walker)
+            return self._decoded(self._primed(records))
+        if head == pcapng.MAGIC:
+            self.format = "pcapng" + suffix
+            stream = rec.ByteStream(raw, prefix=head, live=live)
+            self._stream = stream
+            records = pcapng.read_pcapng(stream, self.source, self.batch_size, self.warnings,
+                                         walker=True if self.fast else None)
+            return self._decoded(self._primed(records))
+        sample = head + probe.read_exact(SNIFF - len(head))
+        if _looks_like_text(sample):
+            try:
+                from whyrst.capture.text import parse_text_capture  # type: ignore[attr-defined]
+            except ImportError:
+                raise CaptureError(self.source, 0, "not a capture: tcpdump text is not supported yet") from None
+            self.format = "tcpdump-text" + suffix
+            text_stream = io.BufferedReader(_Prefixed(sample, raw))  # type: ignore[arg-type]
+            batches: Iterable[PacketBatch] = parse_text_capture(text_stream, self.source, self.batch_size,
+                                                                self.warnings)
+            return self._counted(iter(batches))
+        what = "the decompressed data" if gzipped else "the file"
+        raise CaptureError(self.source, 0, f"not a capture: {what} starts with 0x{head.hex()}, which is not pcap, "
+                                           "pcapng, gzip or tcpdump text")
+
+    def _primed(self, records: Iterator[rec.Records]) -> Iterator[rec.Records]:
+        """Read the first batch now, so that a file whose headers are bad fails in open_capture."""
+        first = next(records, None)
+
+        def chained() -> Iterator[rec.Records]:
+            if first is not None:
+                yield first
+                yield from records
+
+        return chained()
+
+    # -- iterating -------------------------------------------------------------------------------
+    def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
+        decoder = dec.BatchDecoder(fast=self.fast)
+        for r in records:
+            batch = decoder.decode(r, self.packets)
+            self.packets += r.n
+            self._count_unsupported(r.link)
+            yield batch
+        self._finish()
+
+    def _counted(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
+        for batch in batches:
+            self.packets += batch.n
+            yield batch
+        self._finish()
+
+    def _count_unsupported(self, link: np.ndarray) -> None:
+        lo, hi = int(link.min()), int(link.max())
+        if lo == hi:
+            if lo not in dec.SUPPORTED_LINKTYPES and lo != dec.LT_NONE:
+                self._unsupported[lo] = self._unsupported.get(lo, 0) + len(link)
+            return
+        values, counts = np.unique(link, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            if v not in dec.SUPPORTED_LINKTYPES and v != dec.LT_NONE:
+                self._unsupported[v] = self._unsupported.get(v, 0) + c
+
+    def _finish(self) -> None:
+        stream = self._stream
+        if stream is not None and stream.error is not None:
+            rec.damaged(self.source, self.warnings, self.packets, stream.offset,
+                        f"gzip: {stream.error} (offset in the decompressed data)")
+        for link, count in sorted(self._unsupported.items()):
+            self.warnings.warn(f"{self.source}: link type {link} is not supported: {count} packets "
+                               f"{'was' if count == 1 else 'were'} counted but not decoded")
+        self._unsupported.clear()
+
+    def __iter__(self) -> Iterator[PacketBatch]:
+        if self._batches is None:
+            return iter(())
+        return self._batches
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes taken from the source so far (compressed bytes for a gzip file)."""
+        return self._counting.count if hasattr(self, "_counting") else 0
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        gz = getattr(self, "_gzip", None)
+        if gz is not None:
+            gz.close()
+        if self._owned is not None:
+            self._owned.close()
+            self._owned = None
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Capture({self.source!r}, format={self.format!r}, packets={self.packets})"
+
+
+def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None) -> Capture:
+    """Open ``source`` (a path, ``-`` for standard input, a binary stream or bytes) for reading.
+
+    Raises :class:`CaptureError` naming the source and the byte offset when it cannot be read at all.
+    """
+    return Capture(source, batch_size=batch_size, warnings=warnings)

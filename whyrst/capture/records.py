@@ -1,0 +1,133 @@
+"""What the file-format readers hand to the decoder: the records of one batch, in one buffer.
+
+A reader yields :class:`Records`: a ``bytes`` buffer read from the file and, for each record, where
+its packet bytes start in that buffer, how many were captured, the length on the wire, the
+timestamp, the link type and the interface. The buffer becomes the batch's ``data`` so payload
+offsets point into it without copying.
+"""
+
+from __future__ import annotations
+
+import select
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from whyrst.errors import CaptureError, Warnings
+
+CHUNK_SIZE = 8 << 20  # bytes read from the file at a time (tests make it small to exercise the seams)
+MAX_CAPLEN = 262144  # largest captured length accepted in a record (libpcap's and Wireshark's limit)
+MAX_BLOCK = 16 << 20  # largest pcapng block accepted (Wireshark's limit)
+
+
+@dataclass
+class Records:
+    buf: bytes
+    n: int
+    offs: np.ndarray  # int64: where each record's packet bytes start in buf
+    cap: np.ndarray  # uint32 captured length
+    wire: np.ndarray  # uint32 original length
+    ts: np.ndarray  # int64 ns since the epoch
+    link: np.ndarray  # uint16 link type
+    iface: np.ndarray  # uint16 interface (pcapng; 0 for pcap)
+
+
+class RecordArrays:
+    """Output arrays a reader fills for one batch."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.offs = np.zeros(size, dtype=np.int64)
+        self.cap = np.zeros(size, dtype=np.uint32)
+        self.wire = np.zeros(size, dtype=np.uint32)
+        self.ts = np.zeros(size, dtype=np.int64)
+        self.link = np.zeros(size, dtype=np.uint16)
+        self.iface = np.zeros(size, dtype=np.uint16)
+
+    def records(self, buf: bytes, n: int) -> Records:
+        return Records(buf, n, self.offs[:n], self.cap[:n], self.wire[:n], self.ts[:n], self.link[:n],
+                       self.iface[:n])
+
+
+DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error)
+
+
+class ByteStream:
+    """The reader's view of its input: pieces of at most ``n`` bytes, counting what was handed out.
+
+    On a file ``read(n)`` returns ``n`` bytes (fewer only at the end). On a pipe (``live=True``) it
+    returns what is available without waiting for more, at least one byte, so the output of a live
+    ``tcpdump -w -`` is analysed as it arrives. ``b""`` means the end. A decompression error ends the
+    stream early and is kept in ``error`` for the caller to report.
+    """
+
+    def __init__(self, raw: BinaryIO, prefix: bytes = b"", live: bool = False) -> None:
+        self.raw = raw
+        self.prefix = prefix
+        self.offset = 0  # bytes handed out so far (position in the decompressed stream)
+        self.error: str | None = None
+        self.live = live
+        self._read1 = getattr(raw, "read1", None) or raw.read
+
+    def _piece(self, n: int) -> bytes:
+        try:
+            return self._read1(n) or b""
+        except DECOMPRESS_ERRORS as e:
+            self.error = str(e) or type(e).__name__
+            return b""
+
+    def _more_waiting(self) -> bool:
+        try:
+            return bool(select.select([self.raw], [], [], 0)[0])
+        except (OSError, ValueError, TypeError):
+            return False
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; ``b""`` only at the end of the stream."""
+        parts = []
+        got = 0
+        if self.prefix:
+            take, self.prefix = self.prefix[:n], self.prefix[n:]
+            parts.append(take)
+            got = len(take)
+        while got < n and self.error is None:
+            if got and self.live and not self._more_waiting():
+                break
+            piece = self._piece(n - got)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.offset += len(data)
+        return data
+
+    def read_exact(self, n: int) -> bytes:
+        """``n`` bytes, fewer only at the end of the stream."""
+        parts = []
+        got = 0
+        while got < n:
+            piece = self.read(n - got)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return b"".join(parts)
+
+
+class Damage(Exception):
+    """Raised inside a reader when the file is damaged at ``offset``; the reader decides what to do."""
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.message = message
+
+
+def damaged(source: str, warnings: Warnings, packets: int, offset: int, message: str) -> None:
+    """Damage before any record makes the file unreadable (CaptureError); after, a warning ends it."""
+    if packets == 0:
+        raise CaptureError(source, offset, message)
+    warnings.warn(f"{source}: offset {offset}: {message}; stopped after {packets} packets")
