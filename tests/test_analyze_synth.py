@@ -11,11 +11,12 @@ import pytest
 
 import whyrst
 from whyrst import synth
+from whyrst.analysis import Report
 
 SCHEMA = json.loads((Path(whyrst.__file__).parent / "report" / "analyze.schema.json").read_text())
 
 
-def analyze_scenario(name: str, tmp_path: Path) -> whyrst.analyze.__annotations__:  # type: ignore[name-defined]
+def analyze_scenario(name: str, tmp_path: Path) -> Report:
     cap = synth.Capture()
     synth.normal(cap, 0.0, 30000)
     synth.SCENARIOS[name](cap, 1.0, 40000)

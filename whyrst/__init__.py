@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from whyrst.analyze import Report
+    from whyrst.analysis import Report
 
 
 def analyze(source: Any, **options: Any) -> Report:
     """Analyze a capture (path, ``-``, bytes of tcpdump text, or several of them): every RST explained."""
-    from whyrst.analyze import analyze as _analyze
+    from whyrst.analysis import analyze as _analyze
 
     return _analyze(source, **options)
 

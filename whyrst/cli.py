@@ -54,7 +54,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _analyze_one(args: argparse.Namespace, source: str) -> int:
-    from whyrst.analyze import analyze
+    from whyrst.analysis import analyze
 
     bar, update = _progress_for(source)
     if bar is not None:

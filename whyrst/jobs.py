@@ -42,7 +42,7 @@ def expand_sources(items: Iterable[str]) -> list[str]:
 def analyze_to_dict(source: str, with_conns: bool = False) -> dict[str, Any]:
     """One source's result in the JSON schema, or the schema's fields plus an error: never raises for a
     bad capture, so one damaged file does not stop a job over thousands."""
-    from whyrst.analyze import SCHEMA, analyze
+    from whyrst.analysis import SCHEMA, analyze
 
     try:
         if source.startswith(REMOTE_PREFIXES):

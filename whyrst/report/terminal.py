@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from whyrst.analyze import Report
+    from whyrst.analysis import Report
 
 CAUSE_STYLE = {
     "closed-port": "yellow", "firewall-reject": "red", "injected": "bold red", "unknown": "dim",
