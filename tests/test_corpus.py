@@ -17,7 +17,7 @@ def test_corpus_capture(row: dict[str, str], corpus: Path) -> None:
     p = run_whyrst("analyze", str(path), "--json")
     out, err = p.stdout.decode(), p.stderr.decode()
     assert "Traceback" not in out + err
-    if row["opens_cleanly"] == "no":
+    if row["opens_cleanly"].startswith("no"):
         assert p.returncode == 2
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 1 and row["file"] in lines[0] and "offset" in lines[0], err
