@@ -23,29 +23,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 SNIFF = 512  # bytes looked at to decide whether an unknown file is text
 
 
-class _Counting(io.RawIOBase):
-    """A read-only stream that counts the bytes taken from the one it wraps (for progress)."""
-
-    def __init__(self, raw: Any) -> None:
-        super().__init__()
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        read = getattr(self.raw, "read1", None) or self.raw.read
-        data = read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.count += n
-        return n
-
-    def fileno(self) -> int:
-        return int(self.raw.fileno())
-
-
 class _Prefixed(io.RawIOBase):
     """``prefix`` followed by the rest of ``raw``: the bytes already looked at, handed back."""
 
@@ -110,9 +87,9 @@ class Capture:
         self._stream: rec.ByteStream | None = None
         self._batches: Iterator[PacketBatch] | None = None
         raw = self._open(source)
-        self._counting = _Counting(raw)
+        self._raw = raw
         try:
-            self._batches = self._start(self._counting, _is_pipe(raw))
+            self._batches = self._start(raw, _is_pipe(raw))
         except BaseException:
             self.close()
             raise
@@ -238,8 +215,13 @@ class Capture:
 
     @property
     def bytes_read(self) -> int:
-        """Bytes taken from the source so far (compressed bytes for a gzip file)."""
-        return self._counting.count if hasattr(self, "_counting") else 0
+        """Bytes taken from the source so far (compressed bytes for a gzip file), for progress."""
+        if self._owned is not None:
+            try:
+                return self._owned.tell()
+            except (OSError, ValueError):
+                pass
+        return self._stream.offset if self._stream is not None else 0
 
     # -- closing ---------------------------------------------------------------------------------
     def close(self) -> None:

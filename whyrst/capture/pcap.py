@@ -22,10 +22,11 @@ MAGICS = {
 OK, BAD_CAPLEN = 0, 1
 
 # (buf, pos, max_n, big_endian, nanoseconds, offs, cap, wire, ts) -> (records, new pos, status)
-Walker = Callable[[bytes, int, int, bool, bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int, int]]
+Walker = Callable[[memoryview, int, int, bool, bool, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                  tuple[int, int, int]]
 
 
-def walk_py(buf: bytes, pos: int, max_n: int, big: bool, ns: bool, offs: np.ndarray, cap: np.ndarray,
+def walk_py(buf: bytes | memoryview, pos: int, max_n: int, big: bool, ns: bool, offs: np.ndarray, cap: np.ndarray,
             wire: np.ndarray, ts: np.ndarray) -> tuple[int, int, int]:
     """Record headers from ``buf[pos:]``, up to ``max_n`` records; stops before an incomplete record."""
     unpack = (hd.PcapRecordHeader if big else hd.PcapRecordHeader.swapped())._struct.unpack_from
@@ -70,7 +71,7 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
     walk = walker or _walker()
     big = order == ">"
     base = hd.PcapFileHeader.size  # file offset of buf[0]
-    buf = b""
+    buf = memoryview(b"")
     pos = 0
     eof = False
     packets = 0
@@ -99,10 +100,8 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
                 warnings.warn(f"{source}: offset {base + pos}: the file ends in the middle of a {what} "
                               f"({left} bytes of packet {packets + 1}); read {packets} packets before it")
             return
-        data = stream.read(rec.CHUNK_SIZE)
-        if not data:
-            eof = True
-            continue
+        left = len(buf) - pos
         base += pos
-        buf = buf[pos:] + data if pos < len(buf) else data
+        buf = stream.refill(buf[pos:], rec.CHUNK_SIZE)
         pos = 0
+        eof = len(buf) == left

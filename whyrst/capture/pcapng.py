@@ -85,13 +85,13 @@ class _Reader:
         self._if_arrays: tuple[np.ndarray, ...] | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _u32(self, buf: bytes, p: int) -> int:
+    def _u32(self, buf: memoryview, p: int) -> int:
         return int.from_bytes(buf[p : p + 4], "big" if self.order == ">" else "little")
 
     def _hdr(self, cls: type[hd.H]) -> type[hd.H]:
         return cls if self.order == ">" else cls.swapped()
 
-    def _options(self, buf: bytes, p: int, end: int, base: int, what: str) -> dict[int, bytes]:
+    def _options(self, buf: memoryview, p: int, end: int, base: int, what: str) -> dict[int, bytes]:
         found: dict[int, bytes] = {}
         opt = self._hdr(hd.BlockOption)
         while p + 4 <= end:
@@ -116,7 +116,7 @@ class _Reader:
         return self._if_arrays
 
     # -- blocks ----------------------------------------------------------------------------------
-    def _section(self, buf: bytes, p: int, blen: int, base: int) -> None:
+    def _section(self, buf: memoryview, p: int, blen: int, base: int) -> None:
         if blen < 28:
             raise rec.Damage(base + p, f"pcapng: section header block of {blen} bytes is too short")
         sh = self._hdr(hd.SectionHeader).unpack_from(buf, p + 8)
@@ -128,7 +128,7 @@ class _Reader:
         self.ifaces = []
         self._if_arrays = None
 
-    def _interface(self, buf: bytes, p: int, blen: int, base: int) -> None:
+    def _interface(self, buf: memoryview, p: int, blen: int, base: int) -> None:
         if blen < 20:
             raise rec.Damage(base + p, f"pcapng: interface description block of {blen} bytes is too short")
         idb = self._hdr(hd.InterfaceDescription).unpack_from(buf, p + 8)
@@ -142,7 +142,7 @@ class _Reader:
         self.ifaces.append(iface)
         self._if_arrays = None
 
-    def _packet(self, buf: bytes, p: int, btype: int, blen: int, base: int, out: rec.RecordArrays, n: int) -> None:
+    def _packet(self, buf: memoryview, p: int, btype: int, blen: int, base: int, out: rec.RecordArrays, n: int) -> None:
         """Fill record ``n`` of ``out`` from an EPB, SPB or PB at ``buf[p:p+blen]``."""
         if btype == SPB:
             if blen < 16:
@@ -182,7 +182,7 @@ class _Reader:
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> Iterator[rec.Records]:
-        buf, pos, base, eof = b"", 0, 0, False
+        buf, pos, base, eof = memoryview(b""), 0, 0, False
         out, n = rec.RecordArrays(self.batch_size), 0
         first = True
         while True:
@@ -261,13 +261,10 @@ class _Reader:
                 self.packets += n
                 yield out.records(buf, n)
                 out, n = rec.RecordArrays(self.batch_size), 0
-            data = self.stream.read(max(rec.CHUNK_SIZE, need - avail))
-            if not data:
-                eof = True
-                continue
             base += pos
-            buf = buf[pos:] + data if pos < len(buf) else data
+            buf = self.stream.refill(buf[pos:], max(rec.CHUNK_SIZE, need - avail))
             pos = 0
+            eof = len(buf) == avail
 
 
 def read_pcapng(stream: rec.ByteStream, source: str, batch_size: int, warnings: Warnings,

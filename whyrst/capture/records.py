@@ -24,7 +24,7 @@ MAX_BLOCK = 16 << 20  # largest pcapng block accepted (Wireshark's limit)
 
 @dataclass
 class Records:
-    buf: bytes
+    buf: memoryview
     n: int
     offs: np.ndarray  # int64: where each record's packet bytes start in buf
     cap: np.ndarray  # uint32 captured length
@@ -46,7 +46,7 @@ class RecordArrays:
         self.link = np.zeros(size, dtype=np.uint16)
         self.iface = np.zeros(size, dtype=np.uint16)
 
-    def records(self, buf: bytes, n: int) -> Records:
+    def records(self, buf: memoryview, n: int) -> Records:
         return Records(buf, n, self.offs[:n], self.cap[:n], self.wire[:n], self.ts[:n], self.link[:n],
                        self.iface[:n])
 
@@ -55,12 +55,12 @@ DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error)
 
 
 class ByteStream:
-    """The reader's view of its input: pieces of at most ``n`` bytes, counting what was handed out.
+    """The reader's view of its input, read into fresh buffers, counting the bytes handed out.
 
-    On a file ``read(n)`` returns ``n`` bytes (fewer only at the end). On a pipe (``live=True``) it
+    On a file a read fills the whole buffer (less only at the end). On a pipe (``live=True``) it
     returns what is available without waiting for more, at least one byte, so the output of a live
-    ``tcpdump -w -`` is analysed as it arrives. ``b""`` means the end. A decompression error ends the
-    stream early and is kept in ``error`` for the caller to report.
+    ``tcpdump -w -`` is analysed as it arrives. An empty read means the end. A decompression error
+    ends the stream early and is kept in ``error`` for the caller to report.
     """
 
     def __init__(self, raw: BinaryIO, prefix: bytes = b"", live: bool = False) -> None:
@@ -69,14 +69,9 @@ class ByteStream:
         self.offset = 0  # bytes handed out so far (position in the decompressed stream)
         self.error: str | None = None
         self.live = live
-        self._read1 = getattr(raw, "read1", None) or raw.read
-
-    def _piece(self, n: int) -> bytes:
-        try:
-            return self._read1(n) or b""
-        except DECOMPRESS_ERRORS as e:
-            self.error = str(e) or type(e).__name__
-            return b""
+        self._readinto = getattr(raw, "readinto1", None) if live else None
+        if self._readinto is None:
+            self._readinto = getattr(raw, "readinto", None)
 
     def _more_waiting(self) -> bool:
         try:
@@ -84,25 +79,51 @@ class ByteStream:
         except (OSError, ValueError, TypeError):
             return False
 
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes; ``b""`` only at the end of the stream."""
-        parts = []
+    def _fill(self, mv: memoryview) -> int:
+        """Read into ``mv``; how many bytes arrived."""
         got = 0
+        want = len(mv)
         if self.prefix:
-            take, self.prefix = self.prefix[:n], self.prefix[n:]
-            parts.append(take)
-            got = len(take)
-        while got < n and self.error is None:
+            got = min(want, len(self.prefix))
+            mv[:got] = self.prefix[:got]
+            self.prefix = self.prefix[got:]
+        while got < want and self.error is None:
             if got and self.live and not self._more_waiting():
                 break
-            piece = self._piece(n - got)
-            if not piece:
+            try:
+                if self._readinto is not None:
+                    k = self._readinto(mv[got:]) or 0
+                else:
+                    piece = self.raw.read(want - got) or b""
+                    k = len(piece)
+                    mv[got : got + k] = piece
+            except DECOMPRESS_ERRORS as e:
+                self.error = str(e) or type(e).__name__
                 break
-            parts.append(piece)
-            got += len(piece)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.offset += len(data)
-        return data
+            if k == 0:
+                break
+            got += k
+        self.offset += got
+        return got
+
+    def refill(self, leftover: bytes | memoryview, n: int) -> memoryview:
+        """A new buffer: ``leftover`` followed by up to ``n`` bytes read from the stream.
+
+        The buffer is never written to again once returned, so batches may keep views of it.
+        """
+        keep = len(leftover)
+        arr = np.empty(keep + n, dtype=np.uint8)
+        mv = memoryview(arr)
+        if keep:
+            mv[:keep] = leftover
+        got = self._fill(mv[keep:])
+        return mv[: keep + got]
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (at least one unless at the end)."""
+        buf = bytearray(n)
+        got = self._fill(memoryview(buf))
+        return bytes(buf[:got])
 
     def read_exact(self, n: int) -> bytes:
         """``n`` bytes, fewer only at the end of the stream."""
