@@ -172,7 +172,8 @@ def analyze(
         mine, theirs = first_by_side.get((uid, side)), first_by_side.get((uid, not side))
         earlier = (*mine, True) if mine else (*theirs, False) if theirs else None
         ex = explain(ctx, hosts, earlier)
-        first_by_side.setdefault((uid, side), (ctx.rst.frame, ex))
+        if ex.cause != "injected":  # a forged RST is not the one later replies follow from
+            first_by_side.setdefault((uid, side), (ctx.rst.frame, ex))
         rst = ctx.rst
         resets.append(Reset(
             frame=rst.frame, ts=rst.ts_ns / NS, src=ctx.src, sport=ctx.sport, dst=ctx.dst, dport=ctx.dport,
