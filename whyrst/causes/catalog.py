@@ -159,8 +159,11 @@ def _accept_queue_overflow(f: Features) -> Verdict:
     if f.sender_role != "server" or not f.handshake_seen or f.sender_sent_data or f.answers_syn:
         return 0.0, []
     trig = f.trigger
-    if trig is None or f.trigger_gap > 0.05:
+    if trig is None or f.trigger_gap > 0.05 or f.peer_fin_before:
         return 0.0, []
+    peer_after_syn = [p for p in f.ctx.before if p.from_orig != f.ctx.sender_is_orig and not p.flags & 0x02]
+    if len(peer_after_syn) != 1:
+        return 0.0, []  # only the packet completing the handshake may precede the reset
     s, why = 0.35, [f"The server reset {_secs(f.trigger_gap)} after the client's packet of frame {trig.frame}, "
                     "the one that completed the handshake, having sent nothing but its SYN-ACK: the accept "
                     "queue had no room and net.ipv4.tcp_abort_on_overflow=1 turns that into a RST."]
