@@ -198,7 +198,7 @@ def _half_open(f: Features) -> Verdict:
     trigger_is_fin = bool(f.trigger.flags & 0x01)
     if f.sender_fin_before and not trigger_is_fin:
         return 0.0, []
-    if not f.bare_rst_seq_is_peer_ack and not (not f.handshake_seen and f.rst_has_ack and f.trigger_gap < 0.5):
+    if not f.no_socket_reply:
         return 0.0, []
     s, why = 0.5, ["A reply to the peer's packet that takes its numbers from that packet (no ACK flag, seq = "
                    "its ack) is what a host sends when it has no socket for the connection any more: it lost "
@@ -236,7 +236,7 @@ def _time_wait_assassination(f: Features) -> Verdict:
 def _nat_expired(f: Features) -> Verdict:
     if f.answers_syn or f.sender_fin_before or f.sender_only_syns or f.trigger is None or f.trigger_gap > 1.0:
         return 0.0, []
-    if not (f.bare_rst_seq_is_peer_ack or (not f.handshake_seen and f.trigger_gap < 0.5)):
+    if not f.no_socket_reply:
         return 0.0, []
     idle = f.idle_before_trigger
     if idle < 20 and f.handshake_seen:

@@ -67,7 +67,8 @@ class Features:
     seq_expected: bool | None  # the RST's seq is the sender's next sequence number
     seq_offset: int  # RST seq minus the sender's next sequence number (signed)
     ack_expected: bool | None
-    bare_rst_seq_is_peer_ack: bool  # no ACK flag and seq == the peer's last ack: a no-socket reply
+    bare_rst_seq_is_peer_ack: bool  # no ACK flag and seq == the peer's last ack
+    no_socket_reply: bool  # built from the packet it answers, as a stack with no socket (or REJECT) does
     ttl_known: int  # the sender's usual TTL in this connection (-1 unknown)
     host_ttl: int  # the sender address's usual TTL across the capture
     ttl_mismatch: bool
@@ -197,12 +198,17 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
             ack_expected = rst.ack == nxt or any(
                 rst.ack == (x.seq + x.payload_len + (1 if x.flags & (SYN | FIN) else 0)) & 0xFFFFFFFF for x in lp)
     bare_reply = bool(not rst.flags & ACK and peer_acks and rst.seq == peer_acks[-1])
+    # RFC 9293: to a segment with ACK, the reply is <SEQ=SEG.ACK><CTL=RST>; to one without, <SEQ=0><ACK=..>
+    no_socket_reply = bare_reply or bool(
+        last_peer is not None and not last_peer.flags & ACK and rst.flags & ACK and rst.seq == 0)
 
     fp = (conn.orig if sender_is_orig else conn.resp).fp
     ttl_known = fp.usual_ttl()
     host_ttl = hosts.usual_ttl(ctx.src)
-    ref_ttl = ttl_known if ttl_known >= 0 else host_ttl
-    ttl_mismatch = ref_ttl > 0 and rst.ttl > 0 and rst.ttl != ref_ttl
+    # a TTL the endpoint never used; a capture on two interfaces of a router sees every packet twice,
+    # one hop apart, so any TTL its genuine packets arrived with counts as its own
+    own_ttls = set(fp.ttls) if fp.ttls else set(hosts.ttls.get(ctx.src, ()))
+    ttl_mismatch = bool(own_ttls) and rst.ttl > 0 and rst.ttl not in own_ttls
     ip_id_mismatch = False
     ip_id_copied = False
     if rst.ip_id > 0 and fp.ip_ids:
@@ -280,6 +286,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         seq_offset=seq_offset,
         ack_expected=ack_expected,
         bare_rst_seq_is_peer_ack=bare_reply,
+        no_socket_reply=no_socket_reply,
         ttl_known=ttl_known,
         host_ttl=host_ttl,
         ttl_mismatch=ttl_mismatch,
