@@ -48,6 +48,9 @@ def _closed_port(f: Features) -> Verdict:
                    "address, which points at a box on the path rather than the host's stack.")
     if f.refused_ports_from_source >= 5:
         s -= 0.2
+    if f.synack_after:
+        s = 0.1
+        why.append("But the same address answered the SYN with a SYN-ACK afterwards: the port is open.")
     return s, why
 
 
@@ -254,6 +257,11 @@ def _nat_expired(f: Features) -> Verdict:
 
 
 def _connect_then_close(f: Features) -> Verdict:
+    if f.sender_only_syns and not f.answers_synack:
+        theirs = [p for p in f.ctx.before if p.from_orig != f.ctx.sender_is_orig]
+        if not theirs:
+            return 0.3, ["The client reset its own connection attempt before any answer arrived: the "
+                         "application gave up on connect() (some stacks send RST when a SYN-SENT socket closes)."]
     if not f.answers_synack:
         return 0.0, []
     s, why = 0.6, ["The client reset right after receiving the SYN-ACK, before acknowledging it: its socket was "

@@ -214,7 +214,8 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     if rst.ip_id > 0 and fp.ip_ids:
         near = [x for x in fp.ip_ids if 0 <= (rst.ip_id - x) % 65536 <= 64]
         ip_id_mismatch = not near and fp.zero_ip_ids < len(fp.ip_ids)
-    if rst.ip_id > 0 and last_peer is not None and rst.ip_id == last_peer.ip_id:
+    if (rst.ip_id > 0 and last_peer is not None and rst.ip_id == last_peer.ip_id
+            and rst.ip_id not in fp.ip_ids and rst.ip_id not in {p.ip_id for p in nonrst_mine}):
         ip_id_copied = True
     ts_missing = fp.uses_timestamps and rst.ts_val < 0 and bool(rst.flags & ACK)
 
