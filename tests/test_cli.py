@@ -58,3 +58,13 @@ def test_conns_zeek_format(tmp_path: Path):
     assert text.startswith("#separator") and "#fields\tts\tuid" in text
     rows = [ln for ln in text.splitlines() if not ln.startswith("#")]
     assert rows and all(len(r.split("\t")) == 21 for r in rows)
+
+
+def test_catalog_entries_are_well_formed():
+    from whyrst.causes.catalog import CAUSES
+
+    for c in CAUSES:
+        for field in (c.confirm, c.fix, c.kernel_reasons):
+            assert isinstance(field, tuple) and all(isinstance(x, str) and len(x) > 1 for x in field), c.id
+        assert c.title and c.summary and c.signature and c.sender in (
+            "endpoint", "firewall", "middlebox", "injector", "unknown")

@@ -594,7 +594,7 @@ CAUSES: tuple[Cause, ...] = (
         confirm=("The client's logs: connect timeouts or cancelled requests at that time",
                  "strace -f -e trace=connect,close -p PID   (close() right after a non-blocking connect())"),
         fix=("Raise the client's connect timeout above the path's worst round trip; investigate slow SYN-ACKs "
-             "(SYN backlog, SYN cookies) on the server."),
+             "(SYN backlog, SYN cookies) on the server.",),
         kernel_reasons=("NO_SOCKET",),
         sender="endpoint",
         score=_connect_then_close,
@@ -616,7 +616,7 @@ CAUSES: tuple[Cause, ...] = (
                  "must close idle connections first.",
                  "nstat -az TcpExtTCPAbortOnData"),
         fix=("Make the client's idle timeout shorter than the server's keepalive_timeout, and retry idempotent "
-             "requests that fail on a reused connection."),
+             "requests that fail on a reused connection.",),
         kernel_reasons=("TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA", "NO_SOCKET"),
         sender="endpoint",
         score=_data_after_close,
@@ -669,7 +669,7 @@ CAUSES: tuple[Cause, ...] = (
                 "IP scanner.51000 > host.22: Flags [R], seq 2, win 0, length 0",
         confirm=("Who owns the source address (asset inventory, security team's scanners)?",
                  "IDS/firewall logs for the source"),
-        fix=("Expected for authorised scanners; otherwise block or rate-limit the source."),
+        fix=("Expected for authorised scanners; otherwise block or rate-limit the source.",),
         kernel_reasons=("NO_SOCKET",),
         sender="endpoint",
         score=_scan,

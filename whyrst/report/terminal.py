@@ -17,6 +17,12 @@ CAUSE_STYLE = {
 }
 
 
+def _clock(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M:%S.%f")
+
+
 def print_report(report: Report, console: Console, verbose: bool = False, limit: int = 0) -> None:
     from whyrst.causes.catalog import BY_ID
 
@@ -37,12 +43,12 @@ def print_report(report: Report, console: Console, verbose: bool = False, limit:
     console.print(summary)
 
     table = Table(title="Resets", title_justify="left")
-    for col in ("frame", "time", "from", "to", "role", "sender", "cause", "conf", "then"):
+    for col in ("frame", "time (UTC)", "from", "to", "role", "sender", "cause", "conf", "or else"):
         table.add_column(col, justify="right" if col in ("frame", "conf") else "left")
     shown = report.resets if not limit else report.resets[:limit]
     for r in shown:
         alt = ", ".join(a.cause for a in r.alternatives[:2])
-        table.add_row(str(r.frame), f"{r.ts:.6f}", escape(f"{r.src}:{r.sport}"), escape(f"{r.dst}:{r.dport}"),
+        table.add_row(str(r.frame), _clock(r.ts), escape(f"{r.src}:{r.sport}"), escape(f"{r.dst}:{r.dport}"),
                       r.role, r.sender, f"[{CAUSE_STYLE.get(r.cause, 'green')}]{r.cause}[/]",
                       f"{r.confidence:.2f}", alt)
     console.print(table)
