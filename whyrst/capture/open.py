@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import stat
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -43,6 +43,58 @@ class _Prefixed(io.RawIOBase):
         data = self.raw.read(len(b))
         n = len(data)
         b[:n] = data
+        return n
+
+
+class _Gunzip(io.RawIOBase):
+    """Streaming gzip decompression (several members allowed) that keeps every byte it could recover.
+
+    Unlike ``gzip.GzipFile``, data decompressed before damage is handed out before the error is
+    raised, and output per step is bounded however well the input compresses.
+    """
+
+    STEP = 1 << 20
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self.raw = raw
+        self._read = getattr(raw, "read1", None) or raw.read
+        self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = b""
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _step(self) -> None:
+        if self.d.unconsumed_tail:
+            self.pending = self.d.decompress(self.d.unconsumed_tail, self.STEP)
+            return
+        if self.d.eof:
+            rest = self.d.unused_data
+            if not rest:
+                rest = self._read(self.STEP)
+                if not rest:
+                    self.done = True
+                    return
+            if not rest.strip(b"\0"):  # zero padding after the last member
+                self.done = True
+                return
+            self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # another member follows
+            self.pending = self.d.decompress(rest, self.STEP)
+            return
+        data = self._read(self.STEP)
+        if not data:
+            self.done = True
+            raise EOFError("the compressed data ends before the end of the gzip stream")
+        self.pending = self.d.decompress(data, self.STEP)
+
+    def readinto(self, b: Any) -> int:
+        while not self.pending and not self.done:
+            self._step()
+        n = min(len(b), len(self.pending))
+        b[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
         return n
 
 
@@ -127,9 +179,7 @@ class Capture:
             what = "the decompressed data is empty" if gzipped else "empty file"
             raise CaptureError(self.source, 0, f"{what}: not a capture")
         if head[:2] == GZIP_MAGIC and not gzipped:
-            inner = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")
-            self._gzip = inner
-            return self._start(inner, False, gzipped=True)
+            return self._start(_Gunzip(_Prefixed(head, raw)), False, gzipped=True)
         suffix = "+gzip" if gzipped else ""
         if head in pcap.MAGICS:
             self.format = "pcap" + suffix
@@ -225,9 +275,6 @@ class Capture:
 
     # -- closing ---------------------------------------------------------------------------------
     def close(self) -> None:
-        gz = getattr(self, "_gzip", None)
-        if gz is not None:
-            gz.close()
         if self._owned is not None:
             self._owned.close()
             self._owned = None

@@ -94,7 +94,7 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
         if n == batch_size:
             continue
         if eof:
-            if pos < len(buf):
+            if pos < len(buf) and stream.error is None:  # (a decompression error is reported instead)
                 left = len(buf) - pos
                 what = "record header" if left < hd.PcapRecordHeader.size else "record"
                 warnings.warn(f"{source}: offset {base + pos}: the file ends in the middle of a {what} "

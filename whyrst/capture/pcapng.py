@@ -21,9 +21,9 @@ from whyrst.errors import Warnings
 MAGIC = b"\x0a\x0d\x0d\x0a"
 BOM = 0x1A2B3C4D
 SHB, IDB, PB, SPB, NRB, ISB, EPB, JOURNAL = 0x0A0D0D0A, 1, 2, 3, 4, 5, 6, 9
-# Blocks Wireshark turns into records of their own (frames without a packet): systemd journal
-# entries and sysdig events. They count as packets.
-NON_PACKET_RECORDS = frozenset((JOURNAL, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222))
+# Blocks TShark (4.0) turns into frames of their own without a packet: systemd journal entries,
+# custom blocks and sysdig events. They count as packets (as frame.number counts them).
+NON_PACKET_RECORDS = frozenset((JOURNAL, 0x00000BAD, 0x40000BAD, 0x204, 0x216, 0x221))
 
 OPT_ENDOFOPT, IF_TSRESOL, IF_TSOFFSET = 0, 9, 14
 DEFAULT_TSRESOL = 6  # microseconds
@@ -253,7 +253,7 @@ class _Reader:
                 if n:
                     self.packets += n
                     yield out.records(buf, n)
-                if avail:
+                if avail and self.stream.error is None:  # (a decompression error is reported instead)
                     self.warnings.warn(f"{self.source}: offset {base + pos}: the file ends in the middle of a block "
                                        f"({avail} of {need} bytes); read {self.packets} packets before it")
                 return

@@ -69,9 +69,10 @@ class ByteStream:
         self.offset = 0  # bytes handed out so far (position in the decompressed stream)
         self.error: str | None = None
         self.live = live
-        self._readinto = getattr(raw, "readinto1", None) if live else None
-        if self._readinto is None:
-            self._readinto = getattr(raw, "readinto", None)
+        # On a pipe, read1 returns the bytes already buffered without waiting for more (readinto1 may
+        # block for a large buffer), so only it is used there.
+        self._readinto = None if live else getattr(raw, "readinto", None)
+        self._read = (getattr(raw, "read1", None) if live else None) or raw.read
 
     def _more_waiting(self) -> bool:
         try:
@@ -94,7 +95,7 @@ class ByteStream:
                 if self._readinto is not None:
                     k = self._readinto(mv[got:]) or 0
                 else:
-                    piece = self.raw.read(want - got) or b""
+                    piece = self._read(want - got) or b""
                     k = len(piece)
                     mv[got : got + k] = piece
             except DECOMPRESS_ERRORS as e:
