@@ -39,11 +39,13 @@ from gen import (
 )
 
 from whyrst.capture import Kind, PacketBatch, open_capture
+from whyrst.capture import fast as fast_mod
 from whyrst.capture import records as rec
 from whyrst.capture.open import Capture
 from whyrst.errors import CaptureError, Warnings
 
 REPO = Path(__file__).resolve().parent.parent
+ENGINES = ["numpy", "python"] + (["numba"] if fast_mod.available() else [])
 T0 = 1_700_000_000_123_456_789
 
 
@@ -187,6 +189,7 @@ def test_pcapng_interfaces_link_types_and_resolutions(big: bool) -> None:
                                 105_500_000_000, 7_500_000_000]
     assert list(t["sport"]) == [1, 2, 1, 1, 1] and list(t["ip_version"]) == [4, 6, 4, 4, 4]
     assert_same(t, read(data, fast=False))
+    assert_same(t, read(data, engine="numpy"))
 
 
 def test_pcapng_sections_in_both_byte_orders() -> None:
@@ -199,6 +202,7 @@ def test_pcapng_sections_in_both_byte_orders() -> None:
     assert t.n == 4 and list(t["iface"]) == [0, 2, 1, 3]  # interface numbers run on across sections
     assert list(t["ts_ns"]) == [1000, 2000, 3000, 4] and (t["kind"] == Kind.TCP).all()
     assert_same(t, read(data, fast=False))
+    assert_same(t, read(data, engine="numpy"))
 
 
 def test_pcapng_simple_and_obsolete_packet_blocks() -> None:
@@ -211,6 +215,7 @@ def test_pcapng_simple_and_obsolete_packet_blocks() -> None:
     assert list(t["ts_ns"]) == [0, 9000, 10000, 0]
     assert list(t["payload_len"]) == [100] * 4 and list(t["payload_cap"]) == [26, 100, 100, 6]
     assert_same(t, read(data, fast=False))
+    assert_same(t, read(data, engine="numpy"))
 
 
 def test_pcapng_records_without_packets_count_like_tshark() -> None:
@@ -398,9 +403,9 @@ def test_chunk_seams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
     want = [read(pcap), read(ng)]
     monkeypatch.setattr(rec, "CHUNK_SIZE", chunk)
     for data, expect in zip((pcap, ng), want, strict=True):
-        for fast in (True, False):
+        for engine in ENGINES:
             for batch_size in (5, 65536):
-                got = read(data, fast=fast, batch_size=batch_size)
+                got = read(data, engine=engine, batch_size=batch_size)
                 assert_same(got, expect, ignore=("payload_off",))  # offsets into other buffers
                 assert got.warnings == []
 
@@ -420,3 +425,15 @@ def test_capture_attributes() -> None:
     assert sum(b.n for b in cap) == 2 and cap.packets == 2
     assert list(cap) == []  # one pass only
     assert "pcap" in repr(cap)
+
+
+def test_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pcap_bytes(3)
+    assert Capture(data, engine="numpy").engine == "numpy"
+    with pytest.raises(ValueError):
+        Capture(data, engine="fortran")
+    monkeypatch.setattr(fast_mod, "available", lambda: False)  # as without numba
+    cap = Capture(data)
+    assert cap.engine == "numpy" and sum(b.n for b in cap) == 3
+    with pytest.raises(ValueError, match="numba"):
+        Capture(data, engine="numba")

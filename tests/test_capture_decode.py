@@ -63,6 +63,7 @@ def one(frame: bytes, linktype: int = 1, **rec: int) -> dict[str, object]:
     data = pcap_file([Rec(frame, **rec)], linktype)
     fast, slow = read(data), read(data, fast=False)
     assert_same(fast, slow)
+    assert_same(read(data, engine="numpy"), slow)
     assert fast.n == 1
     return fast.row(0)
 
@@ -346,6 +347,7 @@ def test_many_packets_fast_and_slow_agree() -> None:
     data = pcap_file([Rec(f, ts_ns=i * 1000) for i, f in enumerate(frames)])
     fast, slow = read(data, batch_size=64), read(data, fast=False, batch_size=64)
     assert_same(fast, slow)
+    assert_same(read(data, engine="numpy", batch_size=64), slow)
     assert (fast["kind"] == Kind.TCP).all() and list(fast["sport"]) == list(range(300))
     assert list(fast["encap"][:3]) == [0, 1, 0]
 
@@ -361,8 +363,6 @@ BASES = [c[2] for c in CASES] + [ether(ip4(tcp(options=tcp_opts(mss=1, sack=[(1,
                           st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
                           st.integers(0, 400)), min_size=1, max_size=12))
 def test_fuzz_fast_equals_slow(records: list[tuple[int, int, list[tuple[int, int]], int]]) -> None:
-    if fast_decoder() is None:
-        pytest.skip("numba not installed: only the slow path exists")
     data = shb() + b"".join(idb(lt) for lt in LINKS)
     for link, base, flips, cut in records:
         frame = bytearray(BASES[base])
@@ -370,7 +370,10 @@ def test_fuzz_fast_equals_slow(records: list[tuple[int, int, list[tuple[int, int
             if at < len(frame):
                 frame[at] = value
         data += epb(bytes(frame[: max(0, len(frame) - cut // 4)]), iface=LINKS.index(link))
-    assert_same(read(data), read(data, fast=False))
+    slow = read(data, fast=False)
+    assert_same(read(data, engine="numpy"), slow)
+    if fast_decoder() is not None:
+        assert_same(read(data, engine="numba"), slow)
 
 
 # -- tshark agrees on a generated capture with every link type -----------------------------------

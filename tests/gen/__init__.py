@@ -368,8 +368,9 @@ class Table:
         return out
 
 
-def read(source: object, *, fast: bool = True, batch_size: int = 65536) -> Table:
-    """Read a capture (bytes, path or stream) completely with the fast or the pure-Python path."""
+def read(source: object, *, fast: bool = True, batch_size: int = 65536, engine: str | None = None) -> Table:
+    """Read a capture (bytes, path or stream) completely with the fast path or (``fast=False``) the
+    pure-Python one; ``engine`` picks a decoder ("numba", "numpy", "python") explicitly."""
     from whyrst.capture.batch import COLUMNS
     from whyrst.capture.open import Capture
     from whyrst.errors import Warnings
@@ -379,7 +380,9 @@ def read(source: object, *, fast: bool = True, batch_size: int = 65536) -> Table
     w = Warnings()
     parts: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in COLUMNS}
     srcs, dsts, payloads = [], [], []
-    with Capture(source, batch_size=batch_size, warnings=w, fast=fast) as cap:
+    if engine is None:
+        engine = "auto" if fast else "python"
+    with Capture(source, batch_size=batch_size, warnings=w, engine=engine) as cap:
         for b in cap:
             assert b.n <= batch_size
             for name in parts:

@@ -547,10 +547,16 @@ def decode_slow_into(batch: PacketBatch, rows: np.ndarray, buf: Buf, offs: np.nd
 class BatchDecoder:
     """Turns the :class:`~whyrst.capture.records.Records` of a reader into packet batches."""
 
-    def __init__(self, fast: bool = True) -> None:
+    def __init__(self, engine: str = "numba") -> None:
         from whyrst.capture import fast as fast_mod
 
-        self.kernel = fast_mod.decoder() if fast else None
+        self.kernel: Callable[[memoryview, np.ndarray, PacketBatch], np.ndarray] | None = None
+        if engine == "numba":
+            self.kernel = fast_mod.decoder()
+        if engine == "numpy" or (engine == "numba" and self.kernel is None):
+            from whyrst.capture.vector import decode_numpy
+
+            self.kernel = decode_numpy
 
     def decode(self, r: Records, frames_before: int) -> PacketBatch:
         n = r.n

@@ -9,7 +9,8 @@
   whose results are the reference: the tests check both give identical columns.
 
 Each function returns None when numba is not installed (or ``WHYRST_NO_NUMBA=1``); the readers then
-use their pure-Python equivalents, which give the same results, more slowly.
+use their pure-Python equivalents and :mod:`whyrst.capture.vector` (numpy), which give the same
+results, more slowly.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def _numba() -> Any:
     except ImportError:
         return None
     return numba
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (numba installed and not disabled)."""
+    return _numba() is not None
 
 
 @cache

@@ -14,12 +14,16 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from whyrst.capture import decode as dec
+from whyrst.capture import fast as fast_mod
 from whyrst.capture import pcap, pcapng
 from whyrst.capture import records as rec
 from whyrst.capture.batch import PacketBatch
 from whyrst.errors import CaptureError, Warnings
 
 GZIP_MAGIC = b"\x1f\x8b"
+# How the common case is decoded: "numba" (compiled), "numpy" (vectorized), "python" (the per-packet
+# slow path for every record); "auto" picks numba when it is installed. All give identical columns.
+ENGINES = ("auto", "numba", "numpy", "python")
 SNIFF = 512  # bytes looked at to decide whether an unknown file is text
 
 
@@ -126,14 +130,20 @@ class Capture:
     warnings: Warnings
 
     def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
-                 fast: bool = True) -> None:
+                 engine: str = "auto") -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.warnings = warnings if warnings is not None else Warnings()
         self.packets = 0
         self.format = ""
-        self.fast = fast
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if engine == "auto":
+            engine = "numba" if fast_mod.available() else "numpy"
+        elif engine == "numba" and not fast_mod.available():
+            raise ValueError("engine 'numba' needs numba: pip install 'whyrst[fast]'")
+        self.engine = engine
         self._owned: BinaryIO | None = None
         self._unsupported: dict[int, int] = {}
         self._stream: rec.ByteStream | None = None
@@ -185,7 +195,7 @@ class Capture:
             self.format = "pcap" + suffix
             stream = rec.ByteStream(raw, prefix=head, live=live)
             self._stream = stream
-            walker = None if self.fast else pcap.walk_py
+            walker = None if self.engine == "numba" else pcap.walk_py
             records = pcap.read_pcap(stream, self.source, self.batch_size, self.warnings, walker)
             return self._decoded(self._primed(records))
         if head == pcapng.MAGIC:
@@ -193,7 +203,7 @@ class Capture:
             stream = rec.ByteStream(raw, prefix=head, live=live)
             self._stream = stream
             records = pcapng.read_pcapng(stream, self.source, self.batch_size, self.warnings,
-                                         walker=True if self.fast else None)
+                                         walker=True if self.engine == "numba" else None)
             return self._decoded(self._primed(records))
         sample = head + probe.read_exact(SNIFF - len(head))
         if _looks_like_text(sample):
@@ -223,7 +233,7 @@ class Capture:
 
     # -- iterating -------------------------------------------------------------------------------
     def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
-        decoder = dec.BatchDecoder(fast=self.fast)
+        decoder = dec.BatchDecoder(self.engine)
         for r in records:
             batch = decoder.decode(r, self.packets)
             self.packets += r.n
