@@ -37,6 +37,8 @@ from gen import (
     spb,
     tcp,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from whyrst.capture import Kind, PacketBatch, open_capture
 from whyrst.capture import fast as fast_mod
@@ -437,3 +439,39 @@ def test_engines(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cap.engine == "numpy" and sum(b.n for b in cap) == 3
     with pytest.raises(ValueError, match="numba"):
         Capture(data, engine="numba")
+
+
+# -- fuzzing the file layer: damage gives a CaptureError or warnings, never anything else -------------
+
+_NG = (shb() + idb(1, tsresol=9) + idb(113) + epb(frames(1)[0], ts=5) + spb(frames(1)[0]) + isb()
+       + epb(sll(ip6(tcp())), iface=1) + pb(frames(1)[0]) + shb(big=True) + idb(1, big=True)
+       + epb(frames(1)[0], big=True))
+_PCAP = pcap_bytes(6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([_NG, _PCAP, gzip.compress(_PCAP)]),
+       st.lists(st.tuples(st.integers(0, 800), st.integers(0, 255)), max_size=6), st.integers(0, 900))
+def test_fuzz_damaged_files(base: bytes, flips: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(base)
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    data = data[: len(data) - cut % (len(data) + 1)]
+    results = []
+    for engine in ENGINES:
+        try:
+            t = read(bytes(data), engine=engine, batch_size=4)
+        except CaptureError as e:
+            assert "\n" not in str(e)
+            results.append(str(e))
+            continue
+        assert t.n == t.packets and list(t["frame"]) == list(range(1, t.n + 1))
+        results.append(t)
+    first = results[0]
+    for other in results[1:]:
+        if isinstance(first, str) or isinstance(other, str):
+            assert first == other
+        else:
+            assert_same(first, other)
+            assert first.warnings == other.warnings
