@@ -713,6 +713,17 @@ CAUSES: tuple[Cause, ...] = (
 )
 
 BY_ID: dict[str, Cause] = {c.id: c for c in CAUSES}
+
+# Some stacks and load balancers say why in the RST's payload (Wireshark's tcp.reset_cause): phrases that
+# name a cause, matched case-insensitively, with the score they add to it.
+PAYLOAD_HINTS: tuple[tuple[str, str, float], ...] = (
+    (r"flow expired|idle timeout|idle-timeout|sweeper|inactivity", "idle-timeout", 0.6),
+    (r"no server selected|no pool member|no available|port closed|connection refused|not listening",
+     "closed-port", 0.5),
+    (r"policy|denied|deny|blocked|reject|firewall|acl", "firewall-reject", 0.5),
+    (r"keep-?alive", "keepalive-timeout", 0.4),
+    (r"abort|linger", "abortive-close", 0.3),
+)
 CAUSE_IDS: tuple[str, ...] = tuple(c.id for c in CAUSES)
 
 # What tells two often-confused causes apart on the host, shown when both rank high.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from whyrst.capture.batch import ACK, RST
-from whyrst.causes.catalog import BY_ID, CAUSES, DISTINGUISH
+from whyrst.causes.catalog import BY_ID, CAUSES, DISTINGUISH, PAYLOAD_HINTS
 from whyrst.causes.features import Features, HostView, extract
 from whyrst.tcp.track import NS, PacketRef, ResetContext, flags_text
 
@@ -137,6 +138,14 @@ def explain(ctx: ResetContext, hosts: HostView,
         if score > 0:
             scored.append((score, cause.id))
             reasons[cause.id] = why
+    text = payload_text(ctx.payload)
+    if text:
+        for pattern, cause_id, bonus in PAYLOAD_HINTS:
+            if re.search(pattern, text, re.IGNORECASE):
+                old = next((sc for sc, cid in scored if cid == cause_id), 0.0)
+                scored = [(sc, cid) for sc, cid in scored if cid != cause_id] + [(old + bonus, cause_id)]
+                reasons.setdefault(cause_id, []).insert(0, f"The RST's payload says why: {text[:120]!r}.")
+                break
     scored.sort(key=lambda t: (-t[0], t[1]))
     total = sum(s for s, _ in scored) + 0.15
     ranked = [(cid, round(s / total, 3)) for s, cid in scored]
