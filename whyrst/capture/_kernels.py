@@ -128,8 +128,13 @@ def walk_epb(b: np.ndarray, pos: int, max_n: int, n0: int, big: bool, if_link: n
 
 
 @jit
-def checksum(b: np.ndarray, s: int, length: int, ip: int, v6: bool) -> int:
-    """1 when the TCP segment ``b[s:s+length]`` with the pseudo-header of the IP header at ``ip`` sums right."""
+def checksum(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, s: int, length: int, ip: int, v6: bool) -> int:
+    """1 when the TCP segment ``b[s:s+length]`` with the pseudo-header of the IP header at ``ip`` sums right.
+
+    The segment is summed as native little-endian 16-bit words (``w0``: the buffer from an even offset,
+    ``w1``: from an odd one), a loop the compiler vectorizes; the Internet checksum does not depend on
+    byte order (RFC 1071), so the folded sum only needs its two bytes swapped back.
+    """
     acc = np.int64(6) + length
     if v6:
         for j in range(ip + 8, ip + 40, 2):
@@ -137,24 +142,30 @@ def checksum(b: np.ndarray, s: int, length: int, ip: int, v6: bool) -> int:
     else:
         for j in range(ip + 12, ip + 20, 2):
             acc += be16(b, j)
-    e = s + length
-    hi = np.int64(0)
-    lo = np.int64(0)
-    j = s
-    while j + 1 < e:
-        hi += np.int64(b[j])
-        lo += np.int64(b[j + 1])
-        j += 2
-    if j < e:
-        hi += np.int64(b[j])
-    acc += (hi << 8) + lo
+    nw = length // 2
+    words = np.uint64(0)
+    if s & 1 == 0:
+        base = s // 2
+        for k in range(base, base + nw):
+            words += np.uint64(w0[k])
+    else:
+        base = (s - 1) // 2
+        for k in range(base, base + nw):
+            words += np.uint64(w1[k])
+    while words >> np.uint64(16):
+        words = (words & np.uint64(0xFFFF)) + (words >> np.uint64(16))
+    folded = np.int64(words)
+    acc += ((folded & 0xFF) << 8) | (folded >> 8)
+    if length & 1:
+        acc += np.int64(b[s + length - 1]) << 8
     while acc >> 16:
         acc = (acc & 0xFFFF) + (acc >> 16)
     return 1 if acc == 0xFFFF else 0
 
 
 @jit
-def decode_all(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.ndarray, slow: np.ndarray,
+def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.ndarray,
+               slow: np.ndarray,
                kind: np.ndarray, ip_version: np.ndarray, sport: np.ndarray, dport: np.ndarray, seq: np.ndarray,
                ack: np.ndarray, flags: np.ndarray, win: np.ndarray, tcp_hdr_len: np.ndarray, payload_len: np.ndarray,
                ttl: np.ndarray, ip_id: np.ndarray, ip_df: np.ndarray, tos: np.ndarray, opt_mask: np.ndarray,
@@ -362,7 +373,7 @@ def decode_all(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.ndar
                     op += olen
                 opt_mask[i] = mask
             if complete and length >= thl:
-                checksum_ok[i] = checksum(b, s, length, q, v6)
+                checksum_ok[i] = checksum(b, w0, w1, s, length, q, v6)
             continue
         if proto == 4 or proto == 41 or proto == 47:
             slow[i] = 1

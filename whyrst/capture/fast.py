@@ -90,7 +90,11 @@ def decoder() -> Callable[[bytes, np.ndarray, PacketBatch], np.ndarray] | None:
     def decode(buf: memoryview, offs: np.ndarray, batch: PacketBatch) -> np.ndarray:
         c = batch.cols
         slow = np.zeros(batch.n, dtype=np.uint8)
-        decode_all(np.frombuffer(buf, dtype=np.uint8), offs, c["cap_len"], c["link_type"], slow,
+        b = np.frombuffer(buf, dtype=np.uint8)
+        size = len(b)
+        w0 = b[: size - size % 2].view(np.uint16)  # native 16-bit words from even and from odd offsets
+        w1 = b[1 : 1 + (size - 1) // 2 * 2].view(np.uint16) if size > 1 else w0[:0]
+        decode_all(b, w0, w1, offs, c["cap_len"], c["link_type"], slow,
                    c["kind"], c["ip_version"], c["sport"], c["dport"], c["seq"], c["ack"], c["flags"], c["win"],
                    c["tcp_hdr_len"], c["payload_len"], c["ttl"], c["ip_id"], c["ip_df"], c["tos"], c["opt_mask"],
                    c["opt_mss"], c["opt_wscale"], c["opt_sack_ok"], c["opt_sack_blocks"], c["opt_has_ts"],
