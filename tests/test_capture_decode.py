@@ -49,6 +49,7 @@ from gen import (
     teredo,
     udp,
     vxlan,
+    with_tcp_checksum,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,6 +134,7 @@ CASES: list[tuple[str, int, bytes, int, int, int, int]] = [
      1234, 0, 6, 0),
     ("ipv6-ah", 1, ether(ip6(SEG, ext=[(51, ext6(51, 0))]), 0x86DD), 1234, 0, 6, 0),
     ("ipv6-atomic-frag", 1, ether(ip6(SEG, ext=[(44, frag6(0))]), 0x86DD), 1234, 0, 6, 0),
+    ("ipv4-ah", 1, ether(ip4(ext6(51, 6) + with_tcp_checksum(SEG), proto=51)), 1234, 0, 4, 0),
     ("ipv4-options", 1, ether(ip4(SEG, options=b"\x01\x01\x01\x00")), 1234, 0, 4, 0),
 ]
 

@@ -88,6 +88,14 @@ def _fill_tcp_checksum(seg: bytes, pseudo: bytes) -> bytes:
     return seg[:16] + struct.pack("!H", csum(pseudo + seg)) + seg[18:]
 
 
+def with_tcp_checksum(seg: bytes, src: str | bytes = SRC4, dst: str | bytes = DST4) -> bytes:
+    """``seg`` with its TCP checksum filled for these addresses (for TCP behind another header)."""
+    s, d = _addr(src), _addr(dst)
+    if len(s) == 4:
+        return _fill_tcp_checksum(seg, s + d + struct.pack("!BBH", 0, 6, len(seg)))
+    return _fill_tcp_checksum(seg, s + d + struct.pack("!IxxxB", len(seg), 6))
+
+
 # -- IP -------------------------------------------------------------------------------------------
 
 

@@ -375,7 +375,7 @@ def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, 
             if complete and length >= thl:
                 checksum_ok[i] = checksum(b, w0, w1, s, length, q, v6)
             continue
-        if proto == 4 or proto == 41 or proto == 47:
+        if proto == 4 or proto == 41 or proto == 47 or proto == 51:
             slow[i] = 1
             continue
         if proto == 17:

@@ -311,6 +311,12 @@ def _protocol(b: Buf, s: int, cend: int, length: int, proto: int, r: Row, depth:
         return
     if depth >= MAX_DEPTH:
         return
+    if proto == IPV6_EXT_AH:  # IPsec AH over IPv4 (over IPv6 it is one of the extension headers)
+        ah = hd.IPv6Ext.unpack_from(b, s, cend)
+        skip = (ah.len + 2) * 4 if ah is not None else 0
+        if ah is not None and skip <= length:
+            _protocol(b, s + skip, cend, length - skip, ah.nxt, r, depth + 1, pseudo, complete)
+        return
     tunnel: Callable[[Row], bool] | None = None
     enc = ENC_NONE
     if proto == IPPROTO_IPIP:

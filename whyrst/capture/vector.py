@@ -231,7 +231,7 @@ def decode_numpy(buf: memoryview | bytes, offs: np.ndarray, batch: PacketBatch) 
     _checksums(g, b, c, rt[ck], ss[ck], ln[ck], q[rt[ck]], v6[rt[ck]])
 
     # -- what else the slow path must see
-    tunnel = alive & ((proto == 4) | (proto == 41) | (proto == 47))
+    tunnel = alive & ((proto == 4) | (proto == 41) | (proto == 47) | (proto == 51))
     slow |= tunnel
     ru = np.flatnonzero(alive & (proto == 17) & (cend - s >= 8))
     ss = s[ru]
