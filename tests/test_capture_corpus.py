@@ -100,7 +100,8 @@ TSHARK_FILES = [
 ]
 FIELDS = ["frame.number", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
           "tcp.window_size_value", "tcp.hdr_len", "tcp.len", "tcp.options.mss_val", "tcp.options.wscale.shift",
-          "tcp.options.timestamp.tsval", "tcp.options.mptcp.subtype", "vlan.id"]
+          "tcp.options.timestamp.tsval", "tcp.options.mptcp.subtype", "vlan.id",
+          "tcp.checksum.status", "ip.ttl", "ipv6.hlim"]
 
 
 def _last(value: str) -> str:
@@ -111,7 +112,7 @@ def _last(value: str) -> str:
 @pytest.mark.parametrize("name", TSHARK_FILES)
 def test_tcp_fields_match_tshark(name: str) -> None:
     cmd = ["tshark", "-n", "-r", str(path(name)), "-Y", "tcp && !icmp && !icmpv6", "-T", "fields",
-           "-o", "tcp.analyze_sequence_numbers:FALSE"]
+           "-o", "tcp.analyze_sequence_numbers:FALSE", "-o", "tcp.check_checksum:TRUE"]
     for f in FIELDS:
         cmd += ["-e", f]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -147,6 +148,10 @@ def test_tcp_fields_match_tshark(name: str) -> None:
             assert int(_last(v["tcp.options.timestamp.tsval"])) == row["opt_ts_val"], where
         if v["tcp.options.mptcp.subtype"]:
             assert int(_last(v["tcp.options.mptcp.subtype"]), 0) == row["opt_mptcp_subtype"], where
+        if row["checksum_ok"] != -1:  # (we leave unchecked what was not captured whole, and TSO)
+            assert {"1": 1, "0": 0}[_last(v["tcp.checksum.status"])] == row["checksum_ok"], where
+        ttl = v["ip.ttl"] if row["ip_version"] == 4 else v["ipv6.hlim"]
+        assert int(_last(ttl)) == row["ttl"], where
         if v["vlan.id"]:
             assert int(v["vlan.id"].split(",")[0]) == row["vlan"], where
     assert seen > 0
