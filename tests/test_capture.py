@@ -475,3 +475,23 @@ def test_fuzz_damaged_files(base: bytes, flips: list[tuple[int, int]], cut: int)
         else:
             assert_same(first, other)
             assert first.warnings == other.warnings
+
+
+def test_prefetch_thread() -> None:
+    data = pcap_bytes(50)
+    plain = read(data, batch_size=7)
+    with open_capture(io.BytesIO(data), batch_size=7, prefetch=2) as cap:
+        got = list(cap)
+    assert cap.packets == 50 and [b.n for b in got] == [7] * 7 + [1]
+    assert np.concatenate([b.seq for b in got]).tolist() == plain["seq"].tolist()
+    # an error found by the reader thread reaches the consumer
+    huge = b"\0" * 8 + (300_000).to_bytes(4, "little") * 2
+    w = Warnings()
+    with open_capture(io.BytesIO(data + huge), batch_size=7, prefetch=1, warnings=w) as cap:
+        assert sum(b.n for b in cap) == 50
+    assert len(w.messages) == 1 and "300000" in w.messages[0]
+    # stopping early does not leave the reader thread stuck
+    with open_capture(io.BytesIO(data), batch_size=1, prefetch=1) as cap:
+        for _ in cap:
+            break
+    assert not any(t.name == "whyrst-capture-reader" and t.is_alive() for t in threading.enumerate())

@@ -11,6 +11,15 @@ Contract (used by ``whyrst.tcp`` and the front ends)::
     cap.format      # "pcap", "pcapng", "tcpdump-text" (plus "+gzip" when compressed)
     for batch in cap: ...
     cap.packets     # records read so far (equals tshark's frame count at the end)
+    cap.bytes_read  # bytes taken from the source (compressed bytes for gzip), for progress
+
+Options: ``prefetch=N`` reads and decodes N batches ahead in a thread; ``Capture(...,
+engine="numba" | "numpy" | "python")`` picks the decoder (default: numba when installed, else the
+vectorized numpy one); all engines give identical columns.
+
+Modules: ``headers`` (every header declared as data), ``pcap``/``pcapng``/``records`` (the record
+layer, read in chunks), ``decode`` (the per-packet slow path and batch assembly), ``_kernels``/``fast``
+(numba), ``vector`` (numpy), ``open`` (format detection, gzip, sources).
 
 A file that cannot be read at all raises :class:`whyrst.errors.CaptureError` naming the file and
 byte offset. Damage after good records adds a warning and ends (or resyncs) the iteration.

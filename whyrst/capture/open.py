@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import stat
 import sys
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -130,12 +132,15 @@ class Capture:
     warnings: Warnings
 
     def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
-                 engine: str = "auto") -> None:
+                 engine: str = "auto", prefetch: int = 0) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.warnings = warnings if warnings is not None else Warnings()
-        self.packets = 0
+        self.packets = 0  # records handed out so far
+        self._frames = 0  # records decoded so far (ahead of packets when prefetching)
+        self.prefetch = prefetch
+        self._stop = threading.Event()
         self.format = ""
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
@@ -235,15 +240,15 @@ class Capture:
     def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
         decoder = dec.BatchDecoder(self.engine)
         for r in records:
-            batch = decoder.decode(r, self.packets)
-            self.packets += r.n
+            batch = decoder.decode(r, self._frames)
+            self._frames += r.n
             self._count_unsupported(r.link)
             yield batch
         self._finish()
 
     def _counted(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
-            self.packets += batch.n
+            self._frames += batch.n
             yield batch
         self._finish()
 
@@ -261,17 +266,65 @@ class Capture:
     def _finish(self) -> None:
         stream = self._stream
         if stream is not None and stream.error is not None:
-            rec.damaged(self.source, self.warnings, self.packets, stream.offset,
+            rec.damaged(self.source, self.warnings, self._frames, stream.offset,
                         f"gzip: {stream.error} (offset in the decompressed data)")
         for link, count in sorted(self._unsupported.items()):
             self.warnings.warn(f"{self.source}: link type {link} is not supported: {count} packets "
                                f"{'was' if count == 1 else 'were'} counted but not decoded")
         self._unsupported.clear()
 
+    def _handed_out(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
+        for batch in batches:
+            self.packets += batch.n
+            yield batch
+
+    def _prefetched(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
+        """Read and decode up to ``prefetch`` batches ahead in a thread (the compiled kernels and file
+        reads release the GIL, so this overlaps with the consumer's work on another core)."""
+        q: queue.Queue[object] = queue.Queue(maxsize=self.prefetch)
+        stop = self._stop
+        done = object()
+
+        def put(item: object) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for b in batches:
+                    if not put(b):
+                        return
+            except BaseException as e:  # handed to the consumer, raised there
+                put(e)
+                return
+            put(done)
+
+        thread = threading.Thread(target=produce, name="whyrst-capture-reader", daemon=True)
+        self._thread = thread
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, PacketBatch)
+                yield item
+        finally:
+            stop.set()
+            thread.join(5)
+
     def __iter__(self) -> Iterator[PacketBatch]:
-        if self._batches is None:
+        batches, self._batches = self._batches, None  # one pass
+        if batches is None:
             return iter(())
-        return self._batches
+        return self._handed_out(self._prefetched(batches) if self.prefetch > 0 else batches)
 
     @property
     def bytes_read(self) -> int:
@@ -285,6 +338,10 @@ class Capture:
 
     # -- closing ---------------------------------------------------------------------------------
     def close(self) -> None:
+        self._stop.set()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
         if self._owned is not None:
             self._owned.close()
             self._owned = None
@@ -300,9 +357,11 @@ class Capture:
         return f"Capture({self.source!r}, format={self.format!r}, packets={self.packets})"
 
 
-def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None) -> Capture:
+def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
+                 prefetch: int = 0) -> Capture:
     """Open ``source`` (a path, ``-`` for standard input, a binary stream or bytes) for reading.
 
     Raises :class:`CaptureError` naming the source and the byte offset when it cannot be read at all.
+    ``prefetch=N`` reads and decodes up to N batches ahead in a background thread.
     """
-    return Capture(source, batch_size=batch_size, warnings=warnings)
+    return Capture(source, batch_size=batch_size, warnings=warnings, prefetch=prefetch)
