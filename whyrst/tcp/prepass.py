@@ -5,15 +5,26 @@ connections the capture holds.
 ``analyze`` uses it two ways. On a file it runs this pass first and then tracks, packet by packet, only
 the connections of tuples that carry a RST (the rest never need the state machine). On a stream it runs
 alongside the full tracker. Either way the host facts come from here, so both give the same answers.
+
+Two implementations give the same results: :class:`CompiledPrepass` (numba kernels over hash tables, in
+:mod:`whyrst.tcp._prepass_kernels`; it also filters the second pass's raw records before they are
+decoded) and :class:`NumpyPrepass` (numpy and dicts, used without numba, and the reference the tests
+compare the compiled one with). :func:`new_prepass` picks one.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from whyrst.capture.batch import ACK, RST, SYN, Kind, PacketBatch, address_text
+
+if TYPE_CHECKING:
+    from whyrst.capture.records import Records
 
 INACTIVITY_NS = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout: a longer silence starts a new connection
 
@@ -51,19 +62,27 @@ def flow_hashes(batch: PacketBatch, rows: np.ndarray) -> np.ndarray:
     return h
 
 
-class Prepass:
-    """Accumulates host facts, RST-bearing tuples and a connection count over all batches."""
+class NumpyPrepass:
+    """The prepass in plain numpy and Python (when numba is missing, and the reference the compiled one is
+    tested against): host facts as dicts keyed by address text, RST tuples as a set of flow hashes."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tuples: int = 1_000_000) -> None:
         self.ttls: dict[str, Counter[int]] = defaultdict(Counter)
         self.probed: dict[str, set[tuple[str, int]]] = defaultdict(set)
         self.rst_tuples: set[int] = set()
         self.tcp_packets = 0
         self.connections = 0  # Zeek-style: a new SYN on a tuple, or 5 minutes of silence, starts one
         self._last: dict[int, tuple[int, int]] = {}  # tuple hash -> (last ts, last SYN seq or -1)
-        self.max_tuples = 1_000_000
+        self.max_tuples = max_tuples
         self.forgotten = 0
         self._addr_cache: dict[tuple[int, bytes], str] = {}
+
+    def rst_hashes(self) -> np.ndarray:
+        """The flow hashes of the tuples that carry a RST (sorted)."""
+        return np.sort(np.fromiter(self.rst_tuples, dtype=np.uint64, count=len(self.rst_tuples)))
+
+    def record_filter(self) -> Callable[[Records], np.ndarray | None] | None:
+        return None  # the second pass decodes every record and filters the decoded rows
 
     def _addr(self, version: int, raw: bytes) -> str:
         key = (version, raw)
@@ -156,3 +175,252 @@ class Prepass:
             keep = sorted(self._last.items(), key=lambda kv: kv[1][0])[len(self._last) // 2:]
             self.forgotten += len(self._last) - len(keep)
             self._last = dict(keep)
+
+
+# -- the compiled prepass ----------------------------------------------------------------------------
+
+MIN_SLOTS = 1 << 12
+
+
+def _key64(version: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
+    """One 64-bit sort key per (version, address) for lookups by address (collisions are checked)."""
+    with np.errstate(over="ignore"):
+        return _mix(_mix(w0 ^ np.uint64(0x9E3779B97F4A7C15)) ^ w1 ^ (version.astype(np.uint64) << np.uint64(40)))
+
+
+def _parse_addr(text: str) -> tuple[int, int, int] | None:
+    """(version, w0, w1) of an address as the batches store it (16 bytes, IPv4 in the first 4)."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    raw = ip.packed.ljust(16, b"\0")
+    return ip.version, int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def _addr_text(version: int, w0: int, w1: int) -> str:
+    return address_text(w0.to_bytes(8, "little") + w1.to_bytes(8, "little"), version)
+
+
+class _ByHost(Mapping[str, Any]):
+    """A read-only mapping from address text to what a table holds for that host, built on lookup.
+
+    The tables hold addresses as numbers; converting every one to text would cost more than the whole
+    prepass, and the catalog only looks up the hosts of the resets."""
+
+    def __init__(self, version: np.ndarray, w0: np.ndarray, w1: np.ndarray,
+                 build: Callable[[np.ndarray], Any]) -> None:
+        keys = _key64(version, w0, w1)
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._v, self._w0, self._w1 = keys[order], version[order], w0[order], w1[order]
+        self._order = order
+        self._build = build
+        self._cache: dict[str, Any] = {}
+
+    def _rows(self, v: int, w0: int, w1: int) -> np.ndarray:
+        k = _key64(np.array([v], dtype=np.uint64), np.array([w0], dtype=np.uint64),
+                   np.array([w1], dtype=np.uint64))[0]
+        idx = np.arange(np.searchsorted(self._keys, k, side="left"), np.searchsorted(self._keys, k, side="right"))
+        idx = idx[(self._v[idx] == v) & (self._w0[idx] == w0) & (self._w1[idx] == w1)]
+        return self._order[idx]
+
+    def __getitem__(self, addr: str) -> Any:
+        hit = self._cache.get(addr)
+        if hit is not None:
+            return hit
+        parsed = _parse_addr(addr) if isinstance(addr, str) else None
+        rows = self._rows(*parsed) if parsed is not None else np.empty(0, dtype=np.int64)
+        if len(rows) == 0:
+            raise KeyError(addr)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        value = self._cache[addr] = self._build(rows)
+        return value
+
+    def _hosts(self) -> list[str]:
+        seen = {}
+        for v, a, b in zip(self._v.tolist(), self._w0.tolist(), self._w1.tolist(), strict=True):
+            seen.setdefault((v, a, b), None)
+        return [_addr_text(v, a, b) for v, a, b in seen]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hosts())
+
+    def __len__(self) -> int:
+        if len(self._keys) == 0:
+            return 0
+        distinct = np.r_[True, (self._v[1:] != self._v[:-1]) | (self._w0[1:] != self._w0[:-1])
+                         | (self._w1[1:] != self._w1[:-1])]
+        return int(np.count_nonzero(distinct))
+
+
+class CompiledPrepass:
+    """The same facts as :class:`NumpyPrepass`, counted by numba kernels into open-addressing tables.
+
+    Memory follows the distinct tuples and hosts (never the packets); the connection table is trimmed
+    like :class:`NumpyPrepass`'s once it holds more than ``max_tuples`` tuples."""
+
+    def __init__(self, max_tuples: int = 1_000_000) -> None:
+        from whyrst.tcp import _prepass_kernels as k
+
+        self._k = k
+        self.max_tuples = max_tuples
+        self.forgotten = 0
+        self.stats = np.zeros(8, dtype=np.int64)
+        self._conns = self._empty_conns(MIN_SLOTS)
+        self._rsts = (np.zeros(MIN_SLOTS, dtype=np.uint64), np.zeros(MIN_SLOTS, dtype=np.uint8))
+        self._ttls = self._empty_ttls(MIN_SLOTS)
+        self._probes = self._empty_probes(MIN_SLOTS)
+        self._ttl_view: _ByHost | None = None
+        self._probe_view: _ByHost | None = None
+
+    @staticmethod
+    def _empty_conns(n: int) -> tuple[np.ndarray, ...]:
+        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.int64),
+                np.zeros(n, dtype=np.int64))
+
+    @staticmethod
+    def _empty_ttls(n: int) -> tuple[np.ndarray, ...]:
+        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64),
+                np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint8))
+
+    @staticmethod
+    def _empty_probes(n: int) -> tuple[np.ndarray, ...]:
+        return (*(np.zeros(n, dtype=np.uint64) for _ in range(5)), np.zeros(n, dtype=np.uint8))
+
+    # -- counting --------------------------------------------------------------------------------
+    @property
+    def connections(self) -> int:
+        return int(self.stats[self._k.ST_CONNECTIONS])
+
+    @property
+    def tcp_packets(self) -> int:
+        return int(self.stats[self._k.ST_TCP])
+
+    def feed(self, batch: PacketBatch) -> None:
+        k = self._k
+        c = batch.cols
+        src = np.ascontiguousarray(batch.src).view("<u8")
+        dst = np.ascontiguousarray(batch.dst).view("<u8")
+        args = (c["kind"], c["flags"], c["ts_ns"], c["seq"], c["sport"], c["dport"], c["ip_version"], c["ttl"],
+                src, dst)
+        start = 0
+        self.stats[k.ST_MAX_TS] = np.iinfo(np.int64).min  # the batch's latest time, for _forget_idle
+        while True:
+            start, full = k.feed(*args, start, INACTIVITY_NS, self.stats, *self._conns, *self._rsts, *self._ttls,
+                                 *self._probes)
+            if full == k.FULL_NONE:
+                break
+            self._grow(full)
+        self._ttl_view = self._probe_view = None
+        if self.stats[k.ST_CONNS] > self.max_tuples:
+            self._forget_idle(int(self.stats[k.ST_MAX_TS]))
+
+    def _grow(self, which: int) -> None:
+        k = self._k
+        if which == k.FULL_CONNS:
+            key, used, ts, syn = self._conns
+            live = used.view(bool)
+            self._conns = self._rebuilt_conns(key[live], ts[live], syn[live], 2 * len(key))
+        elif which == k.FULL_RSTS:
+            key, used = self._rsts
+            new = (np.zeros(2 * len(key), dtype=np.uint64), np.zeros(2 * len(key), dtype=np.uint8))
+            empty = np.empty(0, dtype=np.int64)
+            k.insert_keys(key[used.view(bool)], *new, empty, empty, empty, empty)
+            self._rsts = new
+        elif which == k.FULL_TTLS:
+            new = self._empty_ttls(2 * len(self._ttls[0]))
+            k.rehash_ttls(*self._ttls, *new)
+            self._ttls = new
+        else:
+            new = self._empty_probes(2 * len(self._probes[0]))
+            k.rehash_probes(*self._probes, *new)
+            self._probes = new
+
+    def _rebuilt_conns(self, key: np.ndarray, ts: np.ndarray, syn: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
+        size = max(size, MIN_SLOTS)
+        while size < 2 * (len(key) + 1):
+            size *= 2
+        new = self._empty_conns(size)
+        self._k.insert_keys(key, new[0], new[1], ts, syn, new[2], new[3])
+        self.stats[self._k.ST_CONNS] = len(key)
+        return new
+
+    def _forget_idle(self, now: int) -> None:
+        # as NumpyPrepass._forget_idle: idle tuples go first, then the older half if still too many
+        key, used, ts, syn = self._conns
+        live = used.view(bool)
+        key, ts, syn = key[live], ts[live], syn[live]
+        keep = now - ts < INACTIVITY_NS
+        key, ts, syn = key[keep], ts[keep], syn[keep]
+        if len(key) > self.max_tuples:
+            order = np.argsort(ts, kind="stable")[len(key) // 2:]
+            self.forgotten += len(key) - len(order)
+            key, ts, syn = key[order], ts[order], syn[order]
+        self._conns = self._rebuilt_conns(key, ts, syn, len(self._conns[0]))
+
+    # -- results ---------------------------------------------------------------------------------
+    def rst_hashes(self) -> np.ndarray:
+        key, used = self._rsts
+        return np.sort(key[used.view(bool)])
+
+    @property
+    def rst_tuples(self) -> set[int]:
+        return set(self.rst_hashes().tolist())
+
+    def record_filter(self) -> Callable[[Records], np.ndarray | None]:
+        """For the second pass: the rows of a batch of raw records that may belong to a RST tuple."""
+        keys, used = self._rsts
+        select = self._k.select_records
+
+        def rows(r: Records) -> np.ndarray:
+            keep = np.zeros(r.n, dtype=np.uint8)
+            select(np.frombuffer(r.buf, dtype=np.uint8), r.offs, r.cap, r.link, keys, used, keep)
+            return np.flatnonzero(keep)
+
+        return rows
+
+    @property
+    def ttls(self) -> Mapping[str, Counter[int]]:
+        """Address text -> Counter of the TTLs (hop limits) it sent outside RSTs."""
+        if self._ttl_view is None:
+            w0, w1, vt, n, used = self._ttls
+            live = used.view(bool)
+            w0, w1, vt, n = w0[live], w1[live], vt[live], n[live]
+            ttl = (vt & np.uint64(0xFF)).astype(np.int64)
+
+            def build(rows: np.ndarray) -> Counter[int]:
+                return Counter(dict(zip(ttl[rows].tolist(), n[rows].tolist(), strict=True)))
+
+            self._ttl_view = _ByHost(vt >> np.uint64(8), w0, w1, build)
+        return self._ttl_view
+
+    @property
+    def probed(self) -> Mapping[str, set[tuple[str, int]]]:
+        """Source address text -> the (destination, port) pairs it sent a bare SYN to."""
+        if self._probe_view is None:
+            s0, s1, d0, d1, vp, used = self._probes
+            live = used.view(bool)
+            s0, s1, d0, d1, vp = s0[live], s1[live], d0[live], d1[live], vp[live]
+            version = vp >> np.uint64(16)
+            port = (vp & np.uint64(0xFFFF)).astype(np.int64)
+
+            def build(rows: np.ndarray) -> set[tuple[str, int]]:
+                return {(_addr_text(v, a, b), p) for v, a, b, p in zip(
+                    version[rows].tolist(), d0[rows].tolist(), d1[rows].tolist(), port[rows].tolist(), strict=True)}
+
+            self._probe_view = _ByHost(version, s0, s1, build)
+        return self._probe_view
+
+
+def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000) -> NumpyPrepass | CompiledPrepass:
+    """The compiled prepass when numba is there (``engine`` "auto" or "numba"), else the numpy one."""
+    if engine in ("auto", "numba"):
+        from whyrst.capture import fast
+
+        if fast.available():
+            return CompiledPrepass(max_tuples)
+    return NumpyPrepass(max_tuples)
+
+
+Prepass = NumpyPrepass  # the name older callers used

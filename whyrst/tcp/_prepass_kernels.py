@@ -1,0 +1,281 @@
+"""The numba kernels behind :mod:`whyrst.tcp.prepass` (imported only when numba is installed).
+
+Open-addressing hash tables (power-of-two capacity, linear probing, a ``used`` byte per slot) kept
+in plain numpy arrays that Python owns and grows: a kernel stops before a table would pass half
+full and returns where it stopped, Python doubles that table and calls again from there.
+
+* :func:`feed` takes one decoded batch: per TCP row the canonical flow hash (the same value as
+  :func:`whyrst.tcp.prepass.flow_hashes`), the RST-bearing flow hashes, host TTL counts, bare-SYN
+  probes and the Zeek-style connection count;
+* :func:`select_records` looks at raw records before decoding and keeps those that may belong to a
+  wanted flow (any record it does not fully understand is kept: the decoded rows are filtered again
+  exactly).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+S30, S27, S31, S16, S40, S8 = (np.uint64(k) for k in (30, 27, 31, 16, 40, 8))
+KIND_TCP = 1
+SYN, RST, ACK = 0x002, 0x004, 0x010
+
+# indexes into the ``stats`` array
+ST_CONNS, ST_RSTS, ST_TTLS, ST_PROBES, ST_CONNECTIONS, ST_TCP, ST_MAX_TS = 0, 1, 2, 3, 4, 5, 6
+# what :func:`feed` reports when it stops early: the table that needs to grow
+FULL_NONE, FULL_CONNS, FULL_RSTS, FULL_TTLS, FULL_PROBES = 0, 1, 2, 3, 4
+
+
+@jit
+def mix(x: np.uint64) -> np.uint64:
+    # splitmix64 finaliser
+    x = x ^ (x >> S30)
+    x = x * M1
+    x = x ^ (x >> S27)
+    x = x * M2
+    return x ^ (x >> S31)
+
+
+@jit
+def flow_hash(s0: np.uint64, s1: np.uint64, d0: np.uint64, d1: np.uint64, sport: np.uint64, dport: np.uint64,
+              version: np.uint64) -> np.uint64:
+    """Same as ``prepass.flow_hashes`` for one row (addresses as two little-endian 64-bit words)."""
+    a_first = (s0 < d0) or (s0 == d0 and ((s1 < d1) or (s1 == d1 and sport <= dport)))
+    if a_first:
+        lo_hi, lo_lo, hi_hi, hi_lo, ports = s0, s1, d0, d1, (sport << S16) | dport
+    else:
+        lo_hi, lo_lo, hi_hi, hi_lo, ports = d0, d1, s0, s1, (dport << S16) | sport
+    h = mix(lo_hi ^ GOLDEN)
+    h = mix(h ^ lo_lo)
+    h = mix(h ^ hi_hi)
+    h = mix(h ^ hi_lo)
+    return mix(h ^ (ports | (version << S40)))
+
+
+@jit
+def set_find(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> int:
+    """The slot holding ``key``, or -(free slot) - 1."""
+    mask = np.uint64(len(keys) - 1)
+    j = np.int64(key & mask)
+    while used[j]:
+        if keys[j] == key:
+            return j
+        j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+    return -j - 1
+
+
+@jit
+def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, sport: np.ndarray,
+         dport: np.ndarray, version: np.ndarray, ttl: np.ndarray, src: np.ndarray, dst: np.ndarray, start: int,
+         inactivity: int, stats: np.ndarray,
+         c_key: np.ndarray, c_used: np.ndarray, c_ts: np.ndarray, c_syn: np.ndarray,
+         r_key: np.ndarray, r_used: np.ndarray,
+         t_w0: np.ndarray, t_w1: np.ndarray, t_vt: np.ndarray, t_n: np.ndarray, t_used: np.ndarray,
+         p_s0: np.ndarray, p_s1: np.ndarray, p_d0: np.ndarray, p_d1: np.ndarray, p_vp: np.ndarray,
+         p_used: np.ndarray) -> tuple[int, int]:
+    """Rows from ``start``; returns (next row, FULL_*): stops before a table would pass half full."""
+    n = len(kind)
+    for i in range(start, n):
+        if kind[i] != KIND_TCP:
+            continue
+        # each row adds at most one entry to each table
+        if 2 * (stats[ST_CONNS] + 1) > len(c_key):
+            return i, FULL_CONNS
+        if 2 * (stats[ST_RSTS] + 1) > len(r_key):
+            return i, FULL_RSTS
+        if 2 * (stats[ST_TTLS] + 1) > len(t_w0):
+            return i, FULL_TTLS
+        if 2 * (stats[ST_PROBES] + 1) > len(p_s0):
+            return i, FULL_PROBES
+        stats[ST_TCP] += 1
+        f = np.int64(flags[i])
+        v = np.uint64(version[i])
+        s0, s1, d0, d1 = src[i, 0], src[i, 1], dst[i, 0], dst[i, 1]
+        sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
+        h = flow_hash(s0, s1, d0, d1, sp, dp, v)
+        t = np.int64(ts[i])
+        if t > stats[ST_MAX_TS]:
+            stats[ST_MAX_TS] = t
+        is_rst = (f & RST) != 0
+        bare_syn = (f & SYN) != 0 and (f & ACK) == 0
+
+        if is_rst:
+            j = set_find(r_key, r_used, h)
+            if j < 0:
+                j = -j - 1
+                r_used[j] = 1
+                r_key[j] = h
+                stats[ST_RSTS] += 1
+        else:  # the host's own TTL: RSTs are where forged ones show up, so they do not count
+            vt = (v << S8) | np.uint64(ttl[i])
+            mask = np.uint64(len(t_w0) - 1)
+            j = np.int64(mix(mix(s0 ^ GOLDEN) ^ s1 ^ (vt << S40)) & mask)
+            while t_used[j] and not (t_w0[j] == s0 and t_w1[j] == s1 and t_vt[j] == vt):
+                j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+            if not t_used[j]:
+                t_used[j] = 1
+                t_w0[j], t_w1[j], t_vt[j] = s0, s1, vt
+                stats[ST_TTLS] += 1
+            t_n[j] += 1
+
+        if bare_syn:
+            vp = (v << S16) | dp
+            mask = np.uint64(len(p_s0) - 1)
+            j = np.int64(mix(mix(mix(s0 ^ GOLDEN) ^ s1) ^ mix(d0 ^ d1 ^ (vp << S30))) & mask)
+            while p_used[j] and not (p_s0[j] == s0 and p_s1[j] == s1 and p_d0[j] == d0 and p_d1[j] == d1
+                                     and p_vp[j] == vp):
+                j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
+            if not p_used[j]:
+                p_used[j] = 1
+                p_s0[j], p_s1[j], p_d0[j], p_d1[j], p_vp[j] = s0, s1, d0, d1, vp
+                stats[ST_PROBES] += 1
+
+        # Zeek-style connection count: a tuple's first packet, a SYN with a new sequence number, or a
+        # packet after the inactivity timeout starts a connection
+        sq = np.int64(seq[i]) if bare_syn else np.int64(-1)
+        j = set_find(c_key, c_used, h)
+        if j < 0:
+            j = -j - 1
+            c_used[j] = 1
+            c_key[j] = h
+            c_ts[j] = -1
+            c_syn[j] = -1
+            stats[ST_CONNS] += 1
+        prev_ts, prev_syn = c_ts[j], c_syn[j]
+        if prev_ts < 0 or t - prev_ts >= inactivity or (sq >= 0 and prev_syn >= 0 and sq != prev_syn):
+            stats[ST_CONNECTIONS] += 1
+        c_ts[j] = t
+        if sq >= 0:
+            c_syn[j] = sq
+    return n, FULL_NONE
+
+
+@jit
+def insert_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, ts: np.ndarray, syn: np.ndarray,
+                new_ts: np.ndarray, new_syn: np.ndarray) -> None:
+    """Insert distinct ``keys`` into an empty table; ``ts``/``syn`` (connection table) follow when not empty."""
+    mask = np.uint64(len(new_keys) - 1)
+    with_vals = len(ts) > 0
+    for k in range(len(keys)):
+        key = keys[k]
+        m = np.int64(key & mask)
+        while new_used[m]:
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        new_used[m] = 1
+        new_keys[m] = key
+        if with_vals:
+            new_ts[m] = ts[k]
+            new_syn[m] = syn[k]
+
+
+@jit
+def rehash_ttls(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, cnt: np.ndarray, used: np.ndarray,
+                n_w0: np.ndarray, n_w1: np.ndarray, n_vt: np.ndarray, n_cnt: np.ndarray, n_used: np.ndarray) -> None:
+    mask = np.uint64(len(n_w0) - 1)
+    for j in range(len(w0)):
+        if not used[j]:
+            continue
+        m = np.int64(mix(mix(w0[j] ^ GOLDEN) ^ w1[j] ^ (vt[j] << S40)) & mask)
+        while n_used[m]:
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        n_used[m] = 1
+        n_w0[m], n_w1[m], n_vt[m], n_cnt[m] = w0[j], w1[j], vt[j], cnt[j]
+
+
+@jit
+def rehash_probes(s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray, vp: np.ndarray, used: np.ndarray,
+                  n_s0: np.ndarray, n_s1: np.ndarray, n_d0: np.ndarray, n_d1: np.ndarray, n_vp: np.ndarray,
+                  n_used: np.ndarray) -> None:
+    mask = np.uint64(len(n_s0) - 1)
+    for j in range(len(s0)):
+        if not used[j]:
+            continue
+        m = np.int64(mix(mix(mix(s0[j] ^ GOLDEN) ^ s1[j]) ^ mix(d0[j] ^ d1[j] ^ (vp[j] << S30))) & mask)
+        while n_used[m]:
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        n_used[m] = 1
+        n_s0[m], n_s1[m], n_d0[m], n_d1[m], n_vp[m] = s0[j], s1[j], d0[j], d1[j], vp[j]
+
+
+# -- the second pass: which raw records may belong to a wanted flow ----------------------------------
+
+
+@jit
+def _be16(b: np.ndarray, p: int) -> np.uint64:
+    return (np.uint64(b[p]) << S8) | np.uint64(b[p + 1])
+
+
+@jit
+def _le64(b: np.ndarray, p: int, k: int) -> np.uint64:
+    """Bytes ``b[p:p+k]`` (k <= 8) as a little-endian word (the rest zero)."""
+    w = np.uint64(0)
+    for j in range(k):
+        w |= np.uint64(b[p + j]) << np.uint64(8 * j)
+    return w
+
+
+@jit
+def select_records(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.ndarray, keys: np.ndarray,
+                   used: np.ndarray, keep: np.ndarray) -> int:
+    """Mark in ``keep`` the records that are plain Ethernet/raw-IP TCP of a flow whose hash is in the set
+    (``keys``/``used``), and every record this quick look does not fully understand; returns how many.
+
+    Only records that certainly decode to TCP of an unwanted flow, or to no TCP at all (ICMP, ...),
+    are left out, so nothing the tracker needs is lost."""
+    kept = 0
+    for i in range(len(offs)):
+        p = np.int64(offs[i])
+        end = p + np.int64(caps[i])
+        lt = np.int64(links[i])
+        q = p
+        v = 0
+        if lt == 1:  # Ethernet with any 802.1Q/802.1ad tags
+            if end - p < 14:
+                keep[i] = 1
+                kept += 1
+                continue
+            etype = _be16(b, p + 12)
+            q = p + 14
+            while (etype == 0x8100 or etype == 0x88A8 or etype == 0x9100) and q + 4 <= end:
+                etype = _be16(b, q + 2)
+                q += 4
+            if etype == 0x0800:
+                v = 4
+            elif etype == 0x86DD:
+                v = 6
+        elif lt == 101 or lt == 12 or lt == 14 or lt == 228 or lt == 229:  # raw IP
+            if p < end:
+                v = np.int64(b[p]) >> 4
+        s = np.int64(0)
+        cend = np.int64(0)
+        if v == 4 and q + 20 <= end and np.int64(b[q]) >> 4 == 4 and (lt != 229):
+            hl = (np.int64(b[q]) & 0x0F) * 4
+            tlen = np.int64(_be16(b, q + 2))
+            frag = np.int64(_be16(b, q + 6)) & 0x1FFF
+            if hl >= 20 and q + hl <= end and frag == 0 and b[q + 9] == 6 and (tlen == 0 or tlen >= hl):
+                total = end - q if tlen == 0 else tlen
+                s = q + hl
+                cend = min(end, q + total)
+                if cend - s >= 20:
+                    sp, dp = _be16(b, s), _be16(b, s + 2)
+                    h = flow_hash(_le64(b, q + 12, 4), np.uint64(0), _le64(b, q + 16, 4), np.uint64(0), sp, dp,
+                                  np.uint64(4))
+                    if set_find(keys, used, h) < 0:
+                        continue
+        elif v == 6 and q + 40 <= end and np.int64(b[q]) >> 4 == 6 and (lt != 228):
+            s = q + 40
+            if b[q + 6] == 6 and end - s >= 20:
+                sp, dp = _be16(b, s), _be16(b, s + 2)
+                h = flow_hash(_le64(b, q + 8, 8), _le64(b, q + 16, 8), _le64(b, q + 24, 8), _le64(b, q + 32, 8),
+                              sp, dp, np.uint64(6))
+                if set_find(keys, used, h) < 0:
+                    continue
+        keep[i] = 1
+        kept += 1
+    return kept
