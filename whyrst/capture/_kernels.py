@@ -172,7 +172,7 @@ def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, 
                opt_mss: np.ndarray, opt_wscale: np.ndarray, opt_sack_ok: np.ndarray, opt_sack_blocks: np.ndarray,
                opt_has_ts: np.ndarray, opt_ts_val: np.ndarray, opt_ts_ecr: np.ndarray,
                opt_mptcp_subtype: np.ndarray, payload_off: np.ndarray, payload_cap: np.ndarray,
-               checksum_ok: np.ndarray, vlan: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+               checksum_ok: np.ndarray, vlan: np.ndarray, src: np.ndarray, dst: np.ndarray, check: bool) -> None:
     for i in range(len(offs)):
         p = np.int64(offs[i])
         end = p + np.int64(caps[i])
@@ -372,7 +372,7 @@ def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, 
                         opt_mptcp_subtype[i] = np.int64(b[op + 2]) >> 4
                     op += olen
                 opt_mask[i] = mask
-            if complete and length >= thl:
+            if check and complete and length >= thl:
                 checksum_ok[i] = checksum(b, w0, w1, s, length, q, v6)
             continue
         if proto == 4 or proto == 41 or proto == 47 or proto == 51:

@@ -17,6 +17,7 @@ columns.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 
@@ -553,12 +554,15 @@ def decode_slow_into(batch: PacketBatch, rows: np.ndarray, buf: Buf, offs: np.nd
 class BatchDecoder:
     """Turns the :class:`~whyrst.capture.records.Records` of a reader into packet batches."""
 
-    def __init__(self, engine: str = "numba") -> None:
+    def __init__(self, engine: str = "numba", checksums: bool = True) -> None:
         from whyrst.capture import fast as fast_mod
 
+        self.checksums = checksums  # False: checksum_ok is -1 (not checked) everywhere, and cheaper
         self.kernel: Callable[[memoryview, np.ndarray, PacketBatch], np.ndarray] | None = None
         if engine == "numba":
-            self.kernel = fast_mod.decoder()
+            compiled = fast_mod.decoder()
+            if compiled is not None:
+                self.kernel = compiled if checksums else functools.partial(compiled, check=False)
         if engine == "numpy" or (engine == "numba" and self.kernel is None):
             from whyrst.capture.vector import decode_numpy
 
@@ -578,4 +582,6 @@ class BatchDecoder:
         slow = self.kernel(r.buf, r.offs, batch) if self.kernel is not None else np.arange(n)
         if len(slow):
             decode_slow_into(batch, slow, r.buf, r.offs)
+        if not self.checksums:
+            c["checksum_ok"][:] = -1
         return batch

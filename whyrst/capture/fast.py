@@ -87,7 +87,7 @@ def decoder() -> Callable[[bytes, np.ndarray, PacketBatch], np.ndarray] | None:
         return None
     decode_all = ks["decode_all"]
 
-    def decode(buf: memoryview, offs: np.ndarray, batch: PacketBatch) -> np.ndarray:
+    def decode(buf: memoryview, offs: np.ndarray, batch: PacketBatch, check: bool = True) -> np.ndarray:
         c = batch.cols
         slow = np.zeros(batch.n, dtype=np.uint8)
         b = np.frombuffer(buf, dtype=np.uint8)
@@ -99,7 +99,7 @@ def decoder() -> Callable[[bytes, np.ndarray, PacketBatch], np.ndarray] | None:
                    c["tcp_hdr_len"], c["payload_len"], c["ttl"], c["ip_id"], c["ip_df"], c["tos"], c["opt_mask"],
                    c["opt_mss"], c["opt_wscale"], c["opt_sack_ok"], c["opt_sack_blocks"], c["opt_has_ts"],
                    c["opt_ts_val"], c["opt_ts_ecr"], c["opt_mptcp_subtype"], c["payload_off"], c["payload_cap"],
-                   c["checksum_ok"], c["vlan"], batch.src, batch.dst)
+                   c["checksum_ok"], c["vlan"], batch.src, batch.dst, check)
         return np.flatnonzero(slow)
 
     return decode

@@ -9,7 +9,7 @@ import stat
 import sys
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -132,7 +132,8 @@ class Capture:
     warnings: Warnings
 
     def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
-                 engine: str = "auto", prefetch: int = 0) -> None:
+                 engine: str = "auto", prefetch: int = 0, checksums: bool = True,
+                 select: Callable[[rec.Records], np.ndarray | None] | None = None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
@@ -140,6 +141,8 @@ class Capture:
         self.packets = 0  # records handed out so far
         self._frames = 0  # records decoded so far (ahead of packets when prefetching)
         self.prefetch = prefetch
+        self.checksums = checksums
+        self.select = select
         self._stop = threading.Event()
         self.format = ""
         if engine not in ENGINES:
@@ -238,9 +241,17 @@ class Capture:
 
     # -- iterating -------------------------------------------------------------------------------
     def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
-        decoder = dec.BatchDecoder(self.engine)
+        decoder = dec.BatchDecoder(self.engine, checksums=self.checksums)
         for r in records:
-            batch = decoder.decode(r, self._frames)
+            rows = self.select(r) if self.select is not None else None
+            if rows is None:
+                batch = decoder.decode(r, self._frames)
+            else:  # only the selected records, with their frame numbers
+                sub = rec.Records(r.buf, len(rows), r.offs[rows], r.cap[rows], r.wire[rows], r.ts[rows],
+                                  r.link[rows], r.iface[rows])
+                batch = decoder.decode(sub, 0)
+                batch.cols["frame"][:] = rows + (self._frames + 1)
+                batch.extras["records"] = r.n
             self._frames += r.n
             self._count_unsupported(r.link)
             yield batch
@@ -275,7 +286,7 @@ class Capture:
 
     def _handed_out(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
-            self.packets += batch.n
+            self.packets += batch.extras.get("records", batch.n)  # type: ignore[assignment]
             yield batch
 
     def _prefetched(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
@@ -358,10 +369,15 @@ class Capture:
 
 
 def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
-                 prefetch: int = 0) -> Capture:
+                 prefetch: int = 0, engine: str = "auto", checksums: bool = True,
+                 select: Callable[[rec.Records], np.ndarray | None] | None = None) -> Capture:
     """Open ``source`` (a path, ``-`` for standard input, a binary stream or bytes) for reading.
 
     Raises :class:`CaptureError` naming the source and the byte offset when it cannot be read at all.
-    ``prefetch=N`` reads and decodes up to N batches ahead in a background thread.
+    ``prefetch=N`` reads and decodes up to N batches ahead in a background thread. ``checksums=False``
+    skips TCP checksum verification (``checksum_ok`` is -1 everywhere). ``select(records)`` may return the
+    indexes of the records of a chunk to decode (None: all); the others are counted in ``packets`` but
+    not decoded, and the batch's ``frame`` column keeps the true frame numbers.
     """
-    return Capture(source, batch_size=batch_size, warnings=warnings, prefetch=prefetch)
+    return Capture(source, batch_size=batch_size, warnings=warnings, prefetch=prefetch, engine=engine,
+                   checksums=checksums, select=select)
