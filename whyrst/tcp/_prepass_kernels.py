@@ -249,9 +249,8 @@ def select_records(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.
                 v = 4
             elif etype == 0x86DD:
                 v = 6
-        elif lt == 101 or lt == 12 or lt == 14 or lt == 228 or lt == 229:  # raw IP
-            if p < end:
-                v = np.int64(b[p]) >> 4
+        elif (lt == 101 or lt == 12 or lt == 14 or lt == 228 or lt == 229) and p < end:  # raw IP
+            v = np.int64(b[p]) >> 4
         s = np.int64(0)
         cend = np.int64(0)
         if v == 4 and q + 20 <= end and np.int64(b[q]) >> 4 == 4 and (lt != 229):
