@@ -112,8 +112,10 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError as e:
         if e.start < len(head) - 3:  # a character cut at the end of the sample is fine
             return False
-    printable = sum(32 <= c < 127 or c in (9, 10, 13) for c in head)
-    return printable >= 0.9 * len(head)
+    # pasted text may be prose in any language around the packet lines (the seed write-up is Chinese)
+    text = head.decode("utf-8", "ignore")
+    printable = sum(ch.isprintable() or ch in "\t\r\n" for ch in text)
+    return printable >= 0.9 * len(text)
 
 
 def _is_pipe(raw: Any) -> bool:
