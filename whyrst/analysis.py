@@ -13,10 +13,13 @@ from whyrst.capture.batch import Kind
 from whyrst.causes.engine import explain
 from whyrst.causes.features import HostView, observe_hosts
 from whyrst.errors import Warnings
-from whyrst.tcp.prepass import Prepass, flow_hashes
+from whyrst.tcp.prepass import flow_hashes, new_prepass
 from whyrst.tcp.track import NS, Connection, ResetContext, Tracker, flags_text
 
 SCHEMA = "whyrst.analyze/1"
+# Files smaller than this are decoded with numpy: loading numba and its compiled kernels costs a few
+# tenths of a second, more than the numpy engine takes for a file this size.
+SMALL_FILE = 8 << 20
 
 
 @dataclass
@@ -53,9 +56,25 @@ class Reset:
     evidence_frames: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        # the same as dataclasses.asdict, without its deep copy of every value
+        d = {name: _plain(getattr(self, name)) for name in _RESET_FIELDS}
         d["alternatives"] = [{"cause": a.cause, "confidence": a.confidence} for a in self.alternatives]
         return d
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return value
+
+
+_RESET_FIELDS = tuple(Reset.__dataclass_fields__)
 
 
 @dataclass
@@ -108,20 +127,28 @@ def analyze(
     keep_ladders: bool = False,
     two_pass: bool | None = None,
     collect_conns: bool = False,
+    engine: str | None = None,
 ) -> Report:
     """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it.
 
     On a file, a first vectorized pass finds the tuples that carry a RST and the facts about hosts; the
     second pass tracks only those tuples through the state machine. A stream is read once, tracking
     everything. ``two_pass`` forces one or the other (the tests compare both). ``collect_conns`` keeps
-    every connection's conn.log record (one pass, every connection tracked)."""
+    every connection's conn.log record (one pass, every connection tracked). ``engine`` is the capture
+    decoder's ("numba", "numpy", "python"); by default numpy for small files and numba otherwise.
+
+    The first pass of two skips TCP checksums (the prepass does not read them); the second decodes only
+    the records that may belong to a RST tuple (a compiled look at the raw records picks them)."""
     from whyrst.capture import open_capture
 
+    is_file = isinstance(source, (str, os.PathLike)) and str(source) != "-" and os.path.isfile(source)
     if collect_conns:
         two_pass = False
     if two_pass is None:
-        two_pass = isinstance(source, (str, os.PathLike)) and str(source) != "-" and os.path.isfile(source)
-    prepass = Prepass()
+        two_pass = is_file
+    if engine is None:
+        engine = "numpy" if is_file and os.path.getsize(source) < SMALL_FILE else "auto"
+    prepass = new_prepass(engine)
     reset_conns: list[Connection] = []
     conn_records: list[dict[str, Any]] = []
 
@@ -132,7 +159,7 @@ def analyze(
             conn_records.append(conn.zeek_record())
 
     warnings = Warnings()
-    with open_capture(source, warnings=warnings) as cap:
+    with open_capture(source, warnings=warnings, engine=engine, checksums=not two_pass) as cap:
         tracker = Tracker(finished, source_tag=str(cap.source).encode())
         for batch in cap:
             prepass.feed(batch)
@@ -141,13 +168,13 @@ def analyze(
             if progress is not None:
                 progress(cap.packets, getattr(cap, "bytes_read", 0))
         name, fmt, packets = cap.source, cap.format, cap.packets
-    if two_pass and prepass.rst_tuples:
-        wanted = np.fromiter(prepass.rst_tuples, dtype=np.uint64, count=len(prepass.rst_tuples))
-        with open_capture(source, warnings=Warnings()) as cap:
+    wanted = prepass.rst_hashes() if two_pass else None
+    if wanted is not None and len(wanted):
+        with open_capture(source, warnings=Warnings(), engine=engine, select=prepass.record_filter()) as cap:
             for batch in cap:
                 tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
                 keep = np.zeros(batch.n, dtype=bool)
-                keep[tcp[np.isin(flow_hashes(batch, tcp), wanted)]] = True
+                keep[tcp[np.isin(flow_hashes(batch, tcp), wanted, assume_unique=False)]] = True
                 if keep.any():
                     tracker.feed(batch.select(keep))
     tracker.close()

@@ -14,6 +14,7 @@ compare the compiled one with). :func:`new_prepass` picks one.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -188,6 +189,22 @@ def _key64(version: np.ndarray, w0: np.ndarray, w1: np.ndarray) -> np.ndarray:
         return _mix(_mix(w0 ^ np.uint64(0x9E3779B97F4A7C15)) ^ w1 ^ (version.astype(np.uint64) << np.uint64(40)))
 
 
+_U64 = (1 << 64) - 1
+
+
+def _mix_int(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _U64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _U64
+    return x ^ (x >> 31)
+
+
+def _key64_int(version: int, w0: int, w1: int) -> int:
+    """:func:`_key64` of one address, in Python integers (a lookup must not pay numpy's call overhead)."""
+    return _mix_int(_mix_int(w0 ^ 0x9E3779B97F4A7C15) ^ w1 ^ (version << 40))
+
+
 def _parse_addr(text: str) -> tuple[int, int, int] | None:
     """(version, w0, w1) of an address as the batches store it (16 bytes, IPv4 in the first 4)."""
     try:
@@ -213,16 +230,18 @@ class _ByHost(Mapping[str, Any]):
         keys = _key64(version, w0, w1)
         order = np.argsort(keys, kind="stable")
         self._keys, self._v, self._w0, self._w1 = keys[order], version[order], w0[order], w1[order]
+        self._key_list: list[int] = self._keys.tolist()
         self._order = order
         self._build = build
         self._cache: dict[str, Any] = {}
 
     def _rows(self, v: int, w0: int, w1: int) -> np.ndarray:
-        k = _key64(np.array([v], dtype=np.uint64), np.array([w0], dtype=np.uint64),
-                   np.array([w1], dtype=np.uint64))[0]
-        idx = np.arange(np.searchsorted(self._keys, k, side="left"), np.searchsorted(self._keys, k, side="right"))
-        idx = idx[(self._v[idx] == v) & (self._w0[idx] == w0) & (self._w1[idx] == w1)]
-        return self._order[idx]
+        k = _key64_int(v, w0, w1)
+        lo = bisect.bisect_left(self._key_list, k)
+        hi = bisect.bisect_right(self._key_list, k, lo)
+        rows = [i for i in range(lo, hi) if int(self._v[i]) == v and int(self._w0[i]) == w0
+                and int(self._w1[i]) == w1]
+        return self._order[rows]
 
     def __getitem__(self, addr: str) -> Any:
         hit = self._cache.get(addr)
