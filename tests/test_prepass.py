@@ -1,0 +1,122 @@
+"""The compiled prepass against the numpy one (its reference), and the second pass's record filter
+against full decoding: it may keep extra records, never drop one of a wanted flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import manifest
+
+from whyrst.capture import Kind, fast, open_capture
+from whyrst.errors import CaptureError
+from whyrst.tcp.prepass import CompiledPrepass, NumpyPrepass, flow_hashes
+
+pytestmark = pytest.mark.skipif(not fast.available(), reason="numba is not installed")
+
+ROWS = [r for r in manifest() if r["opens_cleanly"].startswith("yes")]
+
+
+def _both(path: Path, max_tuples: int = 1_000_000, batch_size: int = 65536) -> tuple[NumpyPrepass, CompiledPrepass]:
+    a, b = NumpyPrepass(max_tuples), CompiledPrepass(max_tuples)
+    with open_capture(str(path), batch_size=batch_size) as cap:
+        for batch in cap:
+            a.feed(batch)
+            b.feed(batch)
+    return a, b
+
+
+def _assert_same(a: NumpyPrepass, b: CompiledPrepass) -> None:
+    assert (b.connections, b.tcp_packets, b.forgotten) == (a.connections, a.tcp_packets, a.forgotten)
+    assert np.array_equal(b.rst_hashes(), a.rst_hashes())
+    assert b.rst_tuples == a.rst_tuples
+    assert sorted(b.ttls) == sorted(a.ttls)
+    for addr, counts in a.ttls.items():
+        assert b.ttls[addr] == counts, addr
+    probed = {k: v for k, v in a.probed.items() if v}
+    assert sorted(b.probed) == sorted(probed)
+    for addr, pairs in probed.items():
+        assert b.probed[addr] == pairs, addr
+    assert b.ttls.get("203.0.113.255") is None and b.probed.get("not an address") is None
+
+
+def _bench(tmp_path: Path, packets: int, pcapng: bool = False) -> Path:
+    from whyrst import synth
+
+    path = tmp_path / ("bench.pcapng" if pcapng else "bench.pcap")
+    synth.write_bench(str(path), packets, 500, 5, pcapng)
+    return path
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
+def test_corpus_compiled_prepass_equals_numpy(row: dict[str, str], corpus: Path) -> None:
+    try:
+        a, b = _both(corpus / "pcaps" / row["file"], batch_size=97)  # many batches: state across them
+    except CaptureError:
+        pytest.skip("unreadable capture")
+    _assert_same(a, b)
+
+
+def test_bench_compiled_prepass_equals_numpy(tmp_path: Path) -> None:
+    # small batches and tables that start small: every table grows several times
+    a, b = _both(_bench(tmp_path, 40_000), batch_size=5000)
+    assert len(b.rst_tuples) > 50 and len(b.ttls) > 1000
+    _assert_same(a, b)
+
+
+def test_forgetting_tuples_matches_numpy(tmp_path: Path) -> None:
+    a, b = _both(_bench(tmp_path, 20_000), max_tuples=300, batch_size=2000)
+    assert a.forgotten > 0
+    _assert_same(a, b)
+
+
+def _check_filter(path: Path, wanted: np.ndarray | None = None) -> int:
+    """Every decoded TCP row of a wanted flow survives the record filter; returns the rows checked."""
+    full_rows: list[tuple[int, int]] = []
+    with open_capture(str(path)) as cap:
+        for batch in cap:
+            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+            hashes = flow_hashes(batch, tcp)
+            full_rows.extend(zip(batch.cols["frame"][tcp].tolist(), hashes.tolist(), strict=True))
+        total = cap.packets
+    if not full_rows:
+        return 0
+    pre = CompiledPrepass()
+    if wanted is None:  # every other flow of the capture
+        flows = sorted({h for _, h in full_rows})
+        wanted = np.array(flows[::2], dtype=np.uint64)
+    # load the wanted hashes into the compiled RST table through a fake batch of RST rows
+    keys, used = pre._rsts
+    while 2 * (len(wanted) + 1) > len(keys):
+        keys, used = np.zeros(2 * len(keys), dtype=np.uint64), np.zeros(2 * len(keys), dtype=np.uint8)
+    empty = np.empty(0, dtype=np.int64)
+    pre._k.insert_keys(wanted, keys, used, empty, empty, empty, empty)
+    pre._rsts = (keys, used)
+    with open_capture(str(path), select=pre.record_filter()) as cap:
+        kept = {int(f) for batch in cap for f in batch.cols["frame"]}
+    assert cap.packets == total  # records left out still count
+    want_set = set(wanted.tolist())
+    needed = [f for f, h in full_rows if h in want_set]
+    missing = [f for f in needed if f not in kept]
+    assert not missing, missing[:10]
+    return len(needed)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
+def test_corpus_record_filter_keeps_wanted_flows(row: dict[str, str], corpus: Path) -> None:
+    try:
+        _check_filter(corpus / "pcaps" / row["file"])
+    except CaptureError:
+        pytest.skip("unreadable capture")
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_bench_record_filter_keeps_wanted_flows_and_drops_others(tmp_path: Path, pcapng: bool) -> None:
+    path = _bench(tmp_path, 20_000, pcapng)
+    assert _check_filter(path) > 5000
+    # with no flow wanted, plain Ethernet TCP is all dropped
+    pre = CompiledPrepass()
+    with open_capture(str(path), select=pre.record_filter()) as cap:
+        assert sum(b.n for b in cap) == 0
+        assert cap.packets == 20_000
