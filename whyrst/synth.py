@@ -397,7 +397,8 @@ def bench_packets(packets: int, concurrent: int, seed: int = 1, ipv6_share: floa
         yield t_ns, frame
 
 
-def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: bool) -> None:
+def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: bool, ipv6_share: float = 0.15,
+                reset_share: float = 0.04) -> None:
     with open(path, "wb") as out:
         if pcapng:
             shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
@@ -408,7 +409,7 @@ def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: boo
             out.write(struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body)))
         else:
             out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
-        for ts_ns, frame in bench_packets(packets, concurrent, seed):
+        for ts_ns, frame in bench_packets(packets, concurrent, seed, ipv6_share, reset_share):
             if pcapng:
                 pad = -len(frame) % 4
                 total = 32 + len(frame) + pad
@@ -430,12 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--concurrent", type=int, default=2000)
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--pcapng", action="store_true")
+    b.add_argument("--ipv6-share", type=float, default=0.15, help="share of connections over IPv6")
+    b.add_argument("--reset-share", type=float, default=0.04, help="share of connections that end in a RST")
     args = p.parse_args(argv)
     if args.what == "demo":
         with open(args.out, "wb") as out:
             demo(args.seed).write_pcap(out)
     else:
-        write_bench(args.out, args.packets, args.concurrent, args.seed, args.pcapng)
+        write_bench(args.out, args.packets, args.concurrent, args.seed, args.pcapng, args.ipv6_share,
+                    args.reset_share)
     return 0
 
 
