@@ -232,11 +232,13 @@ class Capture:
 
     def _primed(self, records: Iterator[rec.Records]) -> Iterator[rec.Records]:
         """Read the first batch now, so that a file whose headers are bad fails in open_capture."""
-        first = next(records, None)
+        held = [next(records, None)]
 
         def chained() -> Iterator[rec.Records]:
+            first = held.pop()  # not kept once handed out: it holds a whole chunk buffer
             if first is not None:
                 yield first
+                del first
                 yield from records
 
         return chained()
