@@ -168,6 +168,7 @@ def analyze(
             if progress is not None:
                 progress(cap.packets, getattr(cap, "bytes_read", 0))
         name, fmt, packets = cap.source, cap.format, cap.packets
+    prepass.finish()  # frees its hash tables before the second pass
     wanted = prepass.rst_hashes() if two_pass else None
     if wanted is not None and len(wanted):
         with open_capture(source, warnings=Warnings(), engine=engine, select=prepass.record_filter()) as cap:

@@ -181,7 +181,7 @@ def rehash_ttls(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, cnt: np.ndarray,
     for j in range(len(w0)):
         if not used[j]:
             continue
-        m = np.int64(mix(mix(w0[j] ^ GOLDEN) ^ w1[j] ^ (vt[j] << S40)) & mask)
+        m = np.int64(mix(mix(w0[j] ^ GOLDEN) ^ w1[j] ^ (np.uint64(vt[j]) << S40)) & mask)
         while n_used[m]:
             m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
         n_used[m] = 1
@@ -196,7 +196,7 @@ def rehash_probes(s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray
     for j in range(len(s0)):
         if not used[j]:
             continue
-        m = np.int64(mix(mix(mix(s0[j] ^ GOLDEN) ^ s1[j]) ^ mix(d0[j] ^ d1[j] ^ (vp[j] << S30))) & mask)
+        m = np.int64(mix(mix(mix(s0[j] ^ GOLDEN) ^ s1[j]) ^ mix(d0[j] ^ d1[j] ^ (np.uint64(vp[j]) << S30))) & mask)
         while n_used[m]:
             m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
         n_used[m] = 1

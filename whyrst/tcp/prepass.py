@@ -14,7 +14,6 @@ compare the compiled one with). :func:`new_prepass` picks one.
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -84,6 +83,10 @@ class NumpyPrepass:
 
     def record_filter(self) -> Callable[[Records], np.ndarray | None] | None:
         return None  # the second pass decodes every record and filters the decoded rows
+
+    def finish(self) -> None:
+        """No more batches (nothing to compact here)."""
+        self._last.clear()
 
     def _addr(self, version: int, raw: bytes) -> str:
         key = (version, raw)
@@ -230,15 +233,14 @@ class _ByHost(Mapping[str, Any]):
         keys = _key64(version, w0, w1)
         order = np.argsort(keys, kind="stable")
         self._keys, self._v, self._w0, self._w1 = keys[order], version[order], w0[order], w1[order]
-        self._key_list: list[int] = self._keys.tolist()
         self._order = order
         self._build = build
         self._cache: dict[str, Any] = {}
 
     def _rows(self, v: int, w0: int, w1: int) -> np.ndarray:
-        k = _key64_int(v, w0, w1)
-        lo = bisect.bisect_left(self._key_list, k)
-        hi = bisect.bisect_right(self._key_list, k, lo)
+        k = np.uint64(_key64_int(v, w0, w1))
+        lo = int(self._keys.searchsorted(k, "left"))
+        hi = int(self._keys.searchsorted(k, "right"))
         rows = [i for i in range(lo, hi) if int(self._v[i]) == v and int(self._w0[i]) == w0
                 and int(self._w1[i]) == w1]
         return self._order[rows]
@@ -292,6 +294,15 @@ class CompiledPrepass:
         self._probes = self._empty_probes(MIN_SLOTS)
         self._ttl_view: _ByHost | None = None
         self._probe_view: _ByHost | None = None
+        self._finished = False
+
+    def finish(self) -> None:
+        """No more batches: keep the results in compact form and free the hash tables (only the RST
+        tuples' table stays, for :meth:`record_filter`)."""
+        _ = self.ttls, self.probed
+        empty = np.empty(0, dtype=np.uint8)
+        self._conns = self._ttls = self._probes = (empty,)
+        self._finished = True
 
     @staticmethod
     def _empty_conns(n: int) -> tuple[np.ndarray, ...]:
@@ -300,12 +311,15 @@ class CompiledPrepass:
 
     @staticmethod
     def _empty_ttls(n: int) -> tuple[np.ndarray, ...]:
-        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64),
+        # address words, version << 8 | TTL, count, used
+        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16),
                 np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint8))
 
     @staticmethod
     def _empty_probes(n: int) -> tuple[np.ndarray, ...]:
-        return (*(np.zeros(n, dtype=np.uint64) for _ in range(5)), np.zeros(n, dtype=np.uint8))
+        # source and destination words, version << 16 | port, used
+        return (*(np.zeros(n, dtype=np.uint64) for _ in range(4)), np.zeros(n, dtype=np.uint32),
+                np.zeros(n, dtype=np.uint8))
 
     # -- counting --------------------------------------------------------------------------------
     @property
@@ -317,6 +331,8 @@ class CompiledPrepass:
         return int(self.stats[self._k.ST_TCP])
 
     def feed(self, batch: PacketBatch) -> None:
+        if self._finished:
+            raise RuntimeError("the prepass was finished")
         k = self._k
         c = batch.cols
         src = np.ascontiguousarray(batch.src).view("<u8")
