@@ -183,6 +183,8 @@ class Correlator:
         self.pending: deque[_Pending] = deque()  # kernel events
         self.pending_wire: deque[_Pending] = deque()
         self.sent: TwoAge = TwoAge(5.0)  # key -> RstEvent
+        self.sent_listen: TwoAge = TwoAge(5.0)  # listener port -> RstEvent with no peer address
+        self.claimed: set[int] = set()  # id() of listener events and wire packets already paired
         self.received: TwoAge = TwoAge(5.0)
         self.wire_out: TwoAge = TwoAge(5.0)  # key -> WirePacket leaving
         self.wire_in: TwoAge = TwoAge(5.0)
@@ -201,7 +203,12 @@ class Correlator:
         if not self.accept(ev.src, ev.dst):
             return
         now = time.monotonic() if now is None else now
-        (self.sent if ev.direction == "sent" else self.received).add(ev.key, ev)
+        if ev.direction == "sent" and ev.dport == 0 and ev.dst in ("0.0.0.0", "::"):
+            # Reset on behalf of a listener (INVALID_SYN): the kernel reports the listener's own
+            # addresses, so the peer comes from the wire when it is there.
+            self.sent_listen.add(ev.sport, ev)
+        else:
+            (self.sent if ev.direction == "sent" else self.received).add(ev.key, ev)
         self.pending.append(_Pending(now + self.hold, ev))
 
     def add_state(self, ev: StateEvent) -> None:
@@ -231,7 +238,9 @@ class Correlator:
         """Explain and emit what has waited long enough; all of it when ``everything``."""
         now = time.monotonic() if now is None else now
         n = 0
-        for t in (self.sent, self.received, self.wire_out, self.wire_in, self.synacks, self.closed,
+        if len(self.claimed) > 100_000:
+            self.claimed.clear()
+        for t in (self.sent, self.sent_listen, self.received, self.wire_out, self.wire_in, self.synacks, self.closed,
                   self.listen_closed, self.refusals):
             t.tick(now)
         # Two queues, each in due order (kernel events wait less than wire packets): merge their heads.
@@ -260,6 +269,32 @@ class Correlator:
     def _wire_for(self, ev: RstEvent) -> WirePacket | None:
         table = self.wire_out if ev.direction == "sent" else self.wire_in
         return self._near(table.get(ev.key), ev.ts, 2.0)
+
+    def _pair_listener_event(self, ev: RstEvent) -> WirePacket | None:
+        """The wire RST a listener's reset event (no peer address) stands for: the nearest unclaimed one
+        leaving the listener's port."""
+        best = None
+        for items in (self.wire_out.old, self.wire_out.cur):
+            for (src, sport, _dst, _dport), ws in items.items():
+                if sport != ev.sport or (ev.src not in ("0.0.0.0", "::") and src != ev.src):
+                    continue
+                for w in ws:
+                    if id(w) in self.claimed or abs(w.ts - ev.ts) > 1.0:
+                        continue
+                    if best is None or abs(w.ts - ev.ts) < abs(best.ts - ev.ts):
+                        best = w
+        if best is not None:
+            self.claimed.update((id(best), id(ev)))
+        return best
+
+    def _pair_wire_listener(self, w: WirePacket) -> RstEvent | None:
+        for ev in self.sent_listen.get(w.sport):
+            if id(ev) in self.claimed or abs(w.ts - ev.ts) > 1.0:
+                continue
+            if ev.src in ("0.0.0.0", "::", w.src):
+                self.claimed.update((id(w), id(ev)))
+                return ev
+        return None
 
     def _closed_before(self, local: tuple[str, int], remote: tuple[str, int], ts: float,
                        window: float = 120.0) -> StateEvent | None:
@@ -292,20 +327,22 @@ class Correlator:
 
     def _owner(self, ev: RstEvent, local: tuple[str, int], remote: tuple[str, int],
                evidence: list[str]) -> tuple[int | None, str | None]:
-        if ev.pid and not ev.softirq:
+        if ev.direction == "sent" and ev.pid and not ev.softirq and ev.state is not None:
             # The event fired in a system call (close, shutdown, setsockopt): that task owned the socket.
             return ev.pid, ev.comm
         if self.sockets is not None:
             s, _alive = self.sockets.lookup(local, remote)
             if s is not None and s.owner is not None:
                 return s.owner.pid, s.owner.comm
-            if ev.state == "LISTEN" or ev.reason in ("INVALID_SYN",):
+            if ev.state == "LISTEN" or ev.reason == "INVALID_SYN":
                 lst = self.sockets.listener(local[1])
                 if lst is not None and lst.owner is not None:
                     return lst.owner.pid, lst.owner.comm
-        if ev.state is not None:
-            evidence.append("The socket was gone before its owner could be found (it lived less than the "
-                            "socket table's refresh interval).")
+        if ev.state == "TIME_WAIT":
+            evidence.append("No process owns a TIME_WAIT socket: the application had closed it.")
+        elif ev.state is not None:
+            evidence.append("Its socket was gone before its owner could be found (it lived less than the socket "
+                            "table's refresh interval).")
         return None, None
 
     def _role(self, port: int, peer_port: int) -> str:
@@ -336,7 +373,12 @@ class Correlator:
         )
 
     def _explain_sent(self, ev: RstEvent) -> LiveReset:
-        w = self._wire_for(ev)
+        if ev.dport == 0 and ev.dst in ("0.0.0.0", "::"):
+            w = self._pair_listener_event(ev)
+            if w is not None:
+                ev.src, ev.dst, ev.dport = w.src, w.dst, w.dport
+        else:
+            w = self._wire_for(ev)
         reason = ev.reason
         local, remote = (ev.src, ev.sport), (ev.dst, ev.dport)
         ev_text = f"The kernel reset it with reason {reason}" if reason else "The kernel reset it"
@@ -402,6 +444,9 @@ class Correlator:
                                 "dropping the final ACK).")
                 if overflow:
                     evidence.append("nstat TcpExtListenOverflows rose at the same time.")
+                if ev.dport == 0:
+                    evidence.append("The kernel reports the listener's address, not the peer's (run with --wire "
+                                    "to see whom it reset).")
                 return self._result(ev, "accept-queue-overflow", 0.9 if overflow else 0.8, [("unknown", 0.2)],
                                     evidence, "server", w=w)
             return self._result(ev, "unknown", 0.4, [("accept-queue-overflow", 0.3)], evidence, None, w=w)
@@ -430,8 +475,11 @@ class Correlator:
 
     def _no_socket(self, ev: RstEvent, evidence: list[str], w: WirePacket | None) -> LiveReset:
         local, remote = (ev.src, ev.sport), (ev.dst, ev.dport)
-        synack = [t for t in self.synacks.get((ev.dst, ev.dport, ev.src, ev.sport)) if t <= ev.ts + 0.01]
         prev = self._closed_before(local, remote, ev.ts)
+        # A SYN-ACK that arrived just before, for a tuple this host never had established.
+        synack = [t for t in self.synacks.get((ev.dst, ev.dport, ev.src, ev.sport)) if ev.ts - 1.0 <= t <= ev.ts + 0.05]
+        if prev is not None and prev.old != "SYN_SENT":
+            synack = []
         if w is not None and w.flags & ACK and w.seq == 0:
             evidence.append(f"On the wire: {flags_text(w.flags)} with seq 0, the answer to a SYN for a port where "
                             "nothing listens.")
@@ -523,6 +571,10 @@ class Correlator:
         for s in self.sent.get(ev.key):
             if abs(s.ts - ev.ts) <= 2.0:
                 return self._explain_sent(s)
+        for s in self.sent_listen.get(ev.sport):
+            if abs(s.ts - ev.ts) <= 0.5 and s.src in ("0.0.0.0", "::", ev.src):
+                return self._explain_sent(RstEvent("sent", s.ts, ev.src, ev.sport, ev.dst, ev.dport, s.state,
+                                                   s.reason, s.pid, s.comm, s.softirq))
         for w in self.wire_out.get(ev.key):
             if abs(w.ts - ev.ts) <= 2.0 and self._local_origin(w) and not self._has_send_event(w):
                 return self._explain_wire(w)
@@ -582,7 +634,9 @@ class Correlator:
         return True
 
     def _has_send_event(self, w: WirePacket) -> bool:
-        return any(abs(s.ts - w.ts) <= 2.0 for s in self.sent.get((w.src, w.sport, w.dst, w.dport)))
+        if any(abs(s.ts - w.ts) <= 2.0 for s in self.sent.get((w.src, w.sport, w.dst, w.dport))):
+            return True
+        return id(w) in self.claimed or self._pair_wire_listener(w) is not None
 
     def _explain_wire(self, w: WirePacket) -> LiveReset | None:
         key = (w.src, w.sport, w.dst, w.dport)

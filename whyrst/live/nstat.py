@@ -31,15 +31,14 @@ def parse_pairs(text: str) -> dict[str, int]:
 
 
 def read_counters(pids: list[str] | None = None) -> dict[str, int]:
-    """The reset counters summed over the namespaces of ``pids`` (default: this process's)."""
+    """The reset counters summed over the namespaces of ``pids`` (or ip netns paths; default: this
+    process's)."""
+    from whyrst.live.sockets import read_net_files
+
     total: dict[str, int] = dict.fromkeys(RESET_COUNTERS, 0)
     for pid in pids or ["self"]:
-        for name in ("netstat", "snmp"):
-            try:
-                with open(f"/proc/{pid}/net/{name}") as fh:
-                    values = parse_pairs(fh.read())
-            except OSError:
-                continue
+        for text in read_net_files(pid, ("netstat", "snmp")):
+            values = parse_pairs(text)
             for k in RESET_COUNTERS:
                 total[k] += values.get(k, 0)
     return total

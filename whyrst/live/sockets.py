@@ -70,6 +70,54 @@ def parse_proc_tcp(text: str, netns: int = 0) -> list[SockInfo]:
     return out
 
 
+NETNS_DIR = "/var/run/netns"
+
+
+def read_net_files(where: str, names: tuple[str, ...]) -> list[str]:
+    """/proc/<pid>/net/<name> for a pid, or read from inside the namespace a path (ip netns) names."""
+    if not where.startswith("/"):
+        out = []
+        for name in names:
+            try:
+                with open(f"/proc/{where}/net/{name}") as fh:
+                    out.append(fh.read())
+            except OSError:
+                continue
+        return out
+    return _read_in_netns(where, names)
+
+
+def _read_in_netns(path: str, names: tuple[str, ...]) -> list[str]:
+    """/proc/thread-self/net/<name> read from inside the namespace at ``path`` (this thread only)."""
+    from whyrst.live.wire import _setns
+
+    out: list[str] = []
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    except OSError:
+        return out
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            for name in names:
+                try:
+                    with open(f"/proc/thread-self/net/{name}") as fh:
+                        out.append(fh.read())
+                except OSError:
+                    continue
+        finally:
+            _setns(home)
+    except OSError:
+        pass
+    finally:
+        os.close(home)
+    return out
+
+
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as fh:
@@ -111,23 +159,40 @@ class SocketTable:
                 seen[ns] = name
         return seen
 
+    def namespaces(self) -> dict[int, str]:
+        """Every network namespace a process lives in (-> a pid), and the named ones (ip netns, -> the
+        path) that may hold sockets without a process inside."""
+        namespaces = self._namespaces()
+        try:
+            named = [os.path.join(NETNS_DIR, n) for n in os.listdir(NETNS_DIR)]
+        except OSError:
+            named = []
+        for path in named:
+            try:
+                ns = os.stat(path).st_ino
+            except OSError:
+                continue
+            namespaces.setdefault(ns, path)
+        return namespaces
+
+    def _tables(self) -> list[tuple[int, str]]:
+        """(namespace, text of /proc/net/tcp or tcp6) for every namespace."""
+        out: list[tuple[int, str]] = []
+        for ns, where in self.namespaces().items():
+            out.extend((ns, text) for text in read_net_files(where, ("tcp", "tcp6")))
+        return out
+
     def refresh(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         current: dict[tuple[Endpoint, Endpoint], SockInfo] = {}
         listeners: dict[int, SockInfo] = {}
-        for ns, pid in self._namespaces().items():
-            for name in ("tcp", "tcp6"):
-                try:
-                    with open(f"/proc/{pid}/net/{name}") as fh:
-                        text = fh.read()
-                except OSError:
+        for ns, text in self._tables():
+            for s in parse_proc_tcp(text, ns):
+                s.seen = now
+                if s.state == "LISTEN":
+                    listeners[s.local[1]] = s
                     continue
-                for s in parse_proc_tcp(text, ns):
-                    s.seen = now
-                    if s.state == "LISTEN":
-                        listeners[s.local[1]] = s
-                        continue
-                    current[(s.local, s.remote)] = s
+                current[(s.local, s.remote)] = s
         unknown = [s for s in (*current.values(), *listeners.values()) if s.inode and s.inode not in self.owners]
         if unknown and now - self._last_fd_scan >= self.fd_scan_interval:
             self._scan_fds({s.inode for s in unknown})

@@ -233,7 +233,7 @@ class WireCapture:
             if home is not None:
                 _setns(home)
                 os.close(home)
-        self.names: dict[int, str] = {}
+        self._drops = 0
 
     def _open(self, rcvbuf: int) -> socket.socket:
         # Protocol 0 until the filter is attached, so no unfiltered packet is queued in between.
@@ -306,7 +306,14 @@ class WireCapture:
             return 0, 0
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
         packets, drops = struct.unpack("II", raw)
+        self._drops += drops
         return packets, drops
+
+    @property
+    def drops(self) -> int:
+        """Packets the filter accepted but the socket's buffer could not hold, since it was opened."""
+        self.stats()
+        return self._drops
 
     def close(self) -> None:
         if self.sock is not None:
