@@ -20,6 +20,47 @@ SCHEMA = "whyrst.analyze/1"
 # Files smaller than this are decoded with numpy: loading numba and its compiled kernels costs a few
 # tenths of a second, more than the numpy engine takes for a file this size.
 SMALL_FILE = 8 << 20
+_LEAN_NUMBA = False  # set by tune_process(): load numba without its BLAS probe
+
+
+def tune_process() -> None:
+    """Settings for a process that exists to run whyrst (the command line), never for a library's host.
+
+    * glibc's malloc adapts its mmap threshold upwards as large blocks are freed, after which the
+      chunk buffers and batch arrays of every pass come from the heap and stay in the peak RSS; a
+      fixed threshold hands them back to the system when freed.
+    * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
+      ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
+      no linear algebra, so the probe is answered "none" (numba's own np.dot support in this process
+      goes with it).
+    """
+    global _LEAN_NUMBA
+    _LEAN_NUMBA = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 << 10)
+        libc.mallopt(m_trim_threshold, 1 << 20)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _load_numba_lean() -> None:
+    import sys
+
+    if "numba" in sys.modules or "scipy.linalg" in sys.modules or os.environ.get("WHYRST_NO_NUMBA"):
+        return
+    blas = "scipy.linalg.cython_blas"
+    sys.modules[blas] = None  # type: ignore[assignment]  # "import scipy.linalg.cython_blas" fails at once
+    try:
+        import numba.np.arraymath  # noqa: F401  (where numba probes for BLAS)
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get(blas, 0) is None:
+            del sys.modules[blas]
 
 
 @dataclass
@@ -148,6 +189,8 @@ def analyze(
         two_pass = is_file
     if engine is None:
         engine = "numpy" if is_file and os.path.getsize(source) < SMALL_FILE else "auto"
+    if _LEAN_NUMBA and engine in ("auto", "numba"):
+        _load_numba_lean()
     prepass = new_prepass(engine)
     reset_conns: list[Connection] = []
     conn_records: list[dict[str, Any]] = []

@@ -54,8 +54,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _analyze_one(args: argparse.Namespace, source: str) -> int:
-    from whyrst.analysis import analyze
+    from whyrst.analysis import analyze, tune_process
 
+    tune_process()
     bar, update = _progress_for(source)
     if bar is not None:
         with bar:
