@@ -18,3 +18,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet]'
+
+# Compile numba's kernels once now (kept in numba's cache), so the first analysis does not pay for it.
+python3 -m whyrst.tcp.prepass || echo "whyrst: numba kernels not compiled ahead (numba missing?)" >&2

@@ -459,3 +459,30 @@ def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000) -> NumpyPrepa
 
 
 Prepass = NumpyPrepass  # the name older callers used
+
+
+def warm_up() -> bool:
+    """Compile (or load from numba's cache) every kernel the fast path uses, so that the first real
+    analysis does not pay seconds of compilation: a small generated capture whose connections and hosts
+    outnumber the tables' first size, analysed as pcap and as pcapng. False when numba is missing."""
+    import tempfile
+    from pathlib import Path
+
+    from whyrst.analysis import analyze
+    from whyrst.capture import fast
+    from whyrst.synth import write_bench
+
+    if not fast.available():
+        return False
+    with tempfile.TemporaryDirectory(prefix="whyrst-warm-up-") as tmp:
+        for name, ng in (("warm.pcap", False), ("warm.pcapng", True)):
+            path = Path(tmp) / name
+            write_bench(str(path), 6000, 3000, 1, ng)
+            analyze(str(path), engine="numba", two_pass=True)
+    return True
+
+
+if __name__ == "__main__":  # python -m whyrst.tcp.prepass: warm numba's cache (the install script does)
+    import sys
+
+    sys.exit(0 if warm_up() else 1)
