@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for tool in tcpdump tshark editcap ip iptables nft conntrack nginx; do
+  for tool in tcpdump tshark editcap ip iptables nft conntrack nginx chromium; do
     command -v "$tool" >/dev/null || need+=("$tool")
   done
   if [ ${#need[@]} -gt 0 ]; then
