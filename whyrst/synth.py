@@ -6,6 +6,7 @@ of packets is fast and needs no third-party package.
 
     python -m whyrst.synth demo demo.pcap
     python -m whyrst.synth bench big.pcap --packets 2000000 --concurrent 2000 [--pcapng] [--seed 1]
+    python -m whyrst.synth synflood flood.pcap --packets 5000000 [--rate 1000000] [--rst-share 0.02]
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+import numpy as np
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 NS = 1_000_000_000
@@ -419,6 +422,117 @@ def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: boo
                 out.write(struct.pack("<IIII", ts_ns // NS, ts_ns % NS, len(frame), len(frame)) + frame)
 
 
+# -- SYN flood: millions of half-open connections, generated in vectorized chunks --------------------------
+
+FLOOD_FRAME = 74  # Ethernet + IPv4 + TCP with 20 bytes of SYN options; a bare RST is padded to the same size
+_SYN_OPTS = tcp_options(1460, 7, True, (1, 0))  # MSS, SACK-permitted, timestamps, window scale: 20 bytes
+
+
+def _put(rows: np.ndarray, col: int, values: np.ndarray, width: int) -> None:
+    """Write ``values`` big-endian into ``width`` bytes of every row at ``col``."""
+    v = values.astype(np.uint64)
+    for k in range(width):
+        rows[:, col + k] = (v >> np.uint64(8 * (width - 1 - k))) & np.uint64(0xFF)
+
+
+def _fold(words: np.ndarray) -> np.ndarray:
+    """The Internet checksum of each row of big-endian 16-bit words (already summed or not)."""
+    s = words.astype(np.uint64).sum(axis=1) if words.ndim == 2 else words.astype(np.uint64)
+    while (s >> np.uint64(16)).any():
+        s = (s & np.uint64(0xFFFF)) + (s >> np.uint64(16))
+    return ~s & np.uint64(0xFFFF)
+
+
+def synflood_records(packets: int, *, seed: int = 1, rate: float = 1_000_000.0, synack_share: float = 0.5,
+                     rst_share: float = 0.02, server: str = "198.19.0.10", port: int = 80,
+                     chunk: int = 1 << 16) -> Iterator[bytes]:
+    """Pcap records (nanosecond, little-endian; no file header) of a SYN flood, ``chunk`` events at a time.
+
+    Spoofed sources (random addresses in 10.0.0.0/8, random ports) send a SYN each to ``server:port``
+    at ``rate`` packets a second; the server answers a share of them with a SYN-ACK (the rest are dropped:
+    its backlog is full), and a share of those reach a real host that answers the unexpected SYN-ACK with a
+    RST. No handshake completes: every connection is half-open until Zeek's attempt timer ends it. Memory
+    is one chunk; about 25 MB per second of output on one core."""
+    rng = np.random.default_rng(seed)
+    srv = int(ipaddress.IPv4Address(server))
+    step = 1e9 / rate
+    t0 = 1_700_000_000 * NS
+    made = 0
+    opts = np.frombuffer(_SYN_OPTS, dtype=np.uint8)
+    while made < packets:
+        m = min(chunk, packets - made)  # events; each makes 1-3 packets, cut to ``packets`` below
+        src = rng.integers(10 << 24, 11 << 24, m, dtype=np.uint64)
+        sport = rng.integers(1024, 65536, m, dtype=np.uint64)
+        cseq = rng.integers(0, 1 << 32, m, dtype=np.uint64)
+        sseq = rng.integers(0, 1 << 32, m, dtype=np.uint64)
+        ttl = 40 + (src % np.uint64(20))  # one TTL per source, as from a host some hops away
+        answered = rng.random(m) < synack_share
+        reset = answered & (rng.random(m) < rst_share)
+        per = 1 + answered.astype(np.int64) + reset.astype(np.int64)
+        ev = np.repeat(np.arange(m), per)
+        first = np.r_[0, np.cumsum(per)[:-1]]
+        kind = np.arange(len(ev)) - first[ev]  # 0 SYN, 1 SYN-ACK, 2 RST
+        n = min(len(ev), packets - made)
+        ev, kind = ev[:n], kind[:n]
+        syn, sa, rs = kind == 0, kind == 1, kind == 2
+        rows = np.zeros((n, 16 + FLOOD_FRAME), dtype=np.uint8)
+        ts = t0 + ((made + np.arange(n)) * step).astype(np.int64)
+        rec = rows[:, :16].view("<u4")
+        rec[:, 0] = ts // NS
+        rec[:, 1] = ts % NS
+        rec[:, 2] = rec[:, 3] = FLOOD_FRAME
+        f = rows[:, 16:]
+        f[:, 0:6] = (2, 0, 0, 0, 0, 2)
+        f[:, 6:12] = (2, 0, 0, 0, 0, 1)
+        f[:, 12:14] = (8, 0)
+        ip, tcp = f[:, 14:34], f[:, 34:]
+        ip[:, 0] = 0x45
+        ip_len = np.where(rs, 40, 60).astype(np.uint64)
+        _put(ip, 2, ip_len, 2)
+        _put(ip, 4, (ev * 7 + made) & 0xFFFF, 2)
+        ip[:, 6] = np.where(syn, 0, 0x40)  # hping-style SYNs without DF; the stacks set it
+        ip[:, 8] = np.where(sa, 64, ttl[ev])
+        ip[:, 9] = 6
+        a, b = src[ev], np.full(n, srv, dtype=np.uint64)
+        from_srv = sa
+        _put(ip, 12, np.where(from_srv, b, a), 4)
+        _put(ip, 16, np.where(from_srv, a, b), 4)
+        _put(ip, 10, _fold(ip.view(">u2")), 2)
+        p_src, p_dst = sport[ev], np.full(n, port, dtype=np.uint64)
+        _put(tcp, 0, np.where(from_srv, p_dst, p_src), 2)
+        _put(tcp, 2, np.where(from_srv, p_src, p_dst), 2)
+        c1 = (cseq[ev] + np.uint64(1)) & np.uint64(0xFFFFFFFF)
+        _put(tcp, 4, np.where(sa, sseq[ev], np.where(rs, c1, cseq[ev])), 4)
+        _put(tcp, 8, np.where(sa, c1, 0), 4)
+        tcp[:, 12] = np.where(rs, 5 << 4, 10 << 4)
+        tcp[:, 13] = np.where(syn, SYN, np.where(sa, SYN | ACK, RST))
+        _put(tcp, 14, np.where(rs, 0, np.where(sa, 65160, 64240)).astype(np.uint64), 2)
+        opt = ~rs
+        tcp[opt, 20:40] = opts
+        # timestamps option value: the sender's clock in ms
+        tsval = (ts // 1_000_000).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+        tv = np.zeros((n, 4), dtype=np.uint8)
+        _put(tv, 0, tsval, 4)
+        tcp[opt, 28:32] = tv[opt]
+        seg_len = np.where(rs, 20, 40).astype(np.uint64)
+        words = tcp.view(">u2").astype(np.uint64)
+        words[rs, 10:] = 0  # padding after a bare RST is not part of the segment
+        pseudo = ((a >> np.uint64(16)) + (a & np.uint64(0xFFFF)) + (b >> np.uint64(16)) + (b & np.uint64(0xFFFF))
+                  + np.uint64(6) + seg_len)
+        _put(tcp, 16, _fold(words.sum(axis=1) + pseudo), 2)
+        made += n
+        yield rows.tobytes()
+
+
+def write_synflood(path: str, packets: int, *, seed: int = 1, rate: float = 1_000_000.0,
+                   synack_share: float = 0.5, rst_share: float = 0.02) -> None:
+    """A nanosecond pcap of :func:`synflood_records`, written as it is generated."""
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
+        for part in synflood_records(packets, seed=seed, rate=rate, synack_share=synack_share, rst_share=rst_share):
+            out.write(part)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m whyrst.synth")
     sub = p.add_subparsers(dest="what", required=True)
@@ -433,8 +547,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--pcapng", action="store_true")
     b.add_argument("--ipv6-share", type=float, default=0.15, help="share of connections over IPv6")
     b.add_argument("--reset-share", type=float, default=0.04, help="share of connections that end in a RST")
+    f = sub.add_parser("synflood", help="a SYN flood from spoofed sources: millions of half-open connections")
+    f.add_argument("out")
+    f.add_argument("--packets", type=int, default=5_000_000)
+    f.add_argument("--rate", type=float, default=1_000_000.0, help="packets a second (capture time)")
+    f.add_argument("--synack-share", type=float, default=0.5, help="share of SYNs the server answers")
+    f.add_argument("--rst-share", type=float, default=0.02,
+                   help="share of SYN-ACKs a real host at the spoofed address answers with a RST")
+    f.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
-    if args.what == "demo":
+    if args.what == "synflood":
+        write_synflood(args.out, args.packets, seed=args.seed, rate=args.rate, synack_share=args.synack_share,
+                       rst_share=args.rst_share)
+    elif args.what == "demo":
         with open(args.out, "wb") as out:
             demo(args.seed).write_pcap(out)
     else:
