@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,6 +221,29 @@ def _parse_addr(text: str) -> tuple[int, int, int] | None:
 
 def _addr_text(version: int, w0: int, w1: int) -> str:
     return address_text(w0.to_bytes(8, "little") + w1.to_bytes(8, "little"), version)
+
+
+class _Pairs(AbstractSet[tuple[str, int]]):
+    """The distinct (destination address text, port) pairs one source probed: a set whose size needs
+    no address turned into text (the catalog only counts them)."""
+
+    def __init__(self, versions: list[int], w0: list[int], w1: list[int], ports: list[int]) -> None:
+        self._raw = list(zip(versions, w0, w1, ports, strict=True))
+        self._text: frozenset[tuple[str, int]] | None = None
+
+    def _pairs(self) -> frozenset[tuple[str, int]]:
+        if self._text is None:
+            self._text = frozenset((_addr_text(v, a, b), p) for v, a, b, p in self._raw)
+        return self._text
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._pairs())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._pairs()
 
 
 class _ByHost(Mapping[str, Any]):
@@ -431,8 +455,8 @@ class CompiledPrepass:
         return self._ttl_view
 
     @property
-    def probed(self) -> Mapping[str, set[tuple[str, int]]]:
-        """Source address text -> the (destination, port) pairs it sent a bare SYN to."""
+    def probed(self) -> Mapping[str, AbstractSet[tuple[str, int]]]:
+        """Source address text -> the (destination, port) pairs it sent a bare SYN to (a set)."""
         if self._probe_view is None:
             s0, s1, d0, d1, vp, used = self._probes
             live = used.view(bool)
@@ -440,9 +464,8 @@ class CompiledPrepass:
             version = vp >> np.uint64(16)
             port = (vp & np.uint64(0xFFFF)).astype(np.int64)
 
-            def build(rows: np.ndarray) -> set[tuple[str, int]]:
-                return {(_addr_text(v, a, b), p) for v, a, b, p in zip(
-                    version[rows].tolist(), d0[rows].tolist(), d1[rows].tolist(), port[rows].tolist(), strict=True)}
+            def build(rows: np.ndarray) -> _Pairs:
+                return _Pairs(version[rows].tolist(), d0[rows].tolist(), d1[rows].tolist(), port[rows].tolist())
 
             self._probe_view = _ByHost(version, s0, s1, build)
         return self._probe_view
