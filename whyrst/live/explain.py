@@ -55,6 +55,7 @@ class RstEvent:
     comm: str = ""
     softirq: bool = False  # fired while handling a packet or a timer: the task is a bystander
     cookie: int = 0
+    verdict: LiveReset | None = None  # explained once: explaining consumes counters and claims packets
 
     @property
     def key(self) -> Key:
@@ -100,6 +101,7 @@ class LiveReset:
     ttl: int | None = None
     on_wire: bool = False
     netns: str | None = None
+    owner_note: str = ""  # why no process is named
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,7 +112,7 @@ class LiveReset:
             "evidence": self.evidence, "fix": self.fix, "confirm": self.confirm,
             "kernel_reason": self.kernel_reason, "state": self.state, "pid": self.pid, "comm": self.comm,
             "flags": self.flags, "seq": self.seq, "ack": self.ack, "ttl": self.ttl, "on_wire": self.on_wire,
-            "netns": self.netns,
+            "netns": self.netns, "owner_note": self.owner_note,
         }
 
 
@@ -287,6 +289,19 @@ class Correlator:
             self.claimed.update((id(best), id(ev)))
         return best
 
+    def _pair_listener_received(self, ev: RstEvent) -> RstEvent | None:
+        """Without the wire, the peer of a listener's reset when that peer is on this host too: the RST
+        it received from the listener's port at the same moment."""
+        for items in (self.received.old, self.received.cur):
+            for (src, sport, _dst, _dport), rs in items.items():
+                if sport != ev.sport or (ev.src not in ("0.0.0.0", "::") and src != ev.src):
+                    continue
+                for r in rs:
+                    if id(r) not in self.claimed and abs(r.ts - ev.ts) <= 0.05:
+                        self.claimed.update((id(r), id(ev)))
+                        return r
+        return None
+
     def _pair_wire_listener(self, w: WirePacket) -> RstEvent | None:
         for ev in self.sent_listen.get(w.sport):
             if id(ev) in self.claimed or abs(w.ts - ev.ts) > 1.0:
@@ -325,25 +340,25 @@ class Correlator:
             return self._explain_sent(item)
         return self._explain_received(item)
 
-    def _owner(self, ev: RstEvent, local: tuple[str, int], remote: tuple[str, int],
-               evidence: list[str]) -> tuple[int | None, str | None]:
+    def _owner(self, ev: RstEvent, local: tuple[str, int],
+               remote: tuple[str, int]) -> tuple[int | None, str | None, str]:
         if ev.direction == "sent" and ev.pid and not ev.softirq and ev.state is not None:
             # The event fired in a system call (close, shutdown, setsockopt): that task owned the socket.
-            return ev.pid, ev.comm
+            return ev.pid, ev.comm, ""
         if self.sockets is not None:
-            s, _alive = self.sockets.lookup(local, remote)
+            s, alive = self.sockets.lookup(local, remote)
             if s is not None and s.owner is not None:
-                return s.owner.pid, s.owner.comm
+                return s.owner.pid, s.owner.comm, "" if alive else "the socket is closed; its owner as last seen"
             if ev.state == "LISTEN" or ev.reason == "INVALID_SYN":
                 lst = self.sockets.listener(local[1])
                 if lst is not None and lst.owner is not None:
-                    return lst.owner.pid, lst.owner.comm
+                    return lst.owner.pid, lst.owner.comm, ""
         if ev.state == "TIME_WAIT":
-            evidence.append("No process owns a TIME_WAIT socket: the application had closed it.")
-        elif ev.state is not None:
-            evidence.append("Its socket was gone before its owner could be found (it lived less than the socket "
-                            "table's refresh interval).")
-        return None, None
+            return None, None, "no process owns a TIME_WAIT socket: the application had closed it"
+        if ev.state is None and ev.direction == "sent":
+            return None, None, "no socket: the kernel answered for a connection nobody owns"
+        return None, None, ("the socket was gone before its owner could be found (it lived less than the "
+                            "socket table's refresh interval)")
 
     def _role(self, port: int, peer_port: int) -> str:
         mine = self.eph_lo <= port <= self.eph_hi
@@ -360,7 +375,7 @@ class Correlator:
         c = BY_ID[cause]
         local = (ev.src, ev.sport) if ev.direction == "sent" else (ev.dst, ev.dport)
         remote = (ev.dst, ev.dport) if ev.direction == "sent" else (ev.src, ev.sport)
-        pid, comm = self._owner(ev, local, remote, evidence)
+        pid, comm, note = self._owner(ev, local, remote)
         if role is None:
             role = self._role(ev.sport, ev.dport)
         return LiveReset(
@@ -369,14 +384,20 @@ class Correlator:
             alternatives=[(a, p) for a, p in alts if a != cause], evidence=evidence, fix=list(c.fix),
             confirm=list(c.confirm), kernel_reason=ev.reason, state=ev.state, pid=pid, comm=comm,
             flags=flags_text(w.flags) if w else "", seq=w.seq if w else None, ack=w.ack if w else None,
-            ttl=w.ttl if w else None, on_wire=w is not None, netns=w.netns if w else None,
+            ttl=w.ttl if w else None, on_wire=w is not None, netns=w.netns if w else None, owner_note=note,
         )
 
     def _explain_sent(self, ev: RstEvent) -> LiveReset:
+        if ev.verdict is None:
+            ev.verdict = self._explain_sent_once(ev)
+        return ev.verdict
+
+    def _explain_sent_once(self, ev: RstEvent) -> LiveReset:
         if ev.dport == 0 and ev.dst in ("0.0.0.0", "::"):
             w = self._pair_listener_event(ev)
-            if w is not None:
-                ev.src, ev.dst, ev.dport = w.src, w.dst, w.dport
+            peer = w if w is not None else self._pair_listener_received(ev)
+            if peer is not None:
+                ev.src, ev.dst, ev.dport = peer.src, peer.dst, peer.dport
         else:
             w = self._wire_for(ev)
         reason = ev.reason
@@ -388,7 +409,7 @@ class Correlator:
             evidence[0] = (f"The kernel reset it {where} (tcp:tcp_send_reset); this kernel gives no reason "
                            "(that needs Linux 6.10), so the cause comes from the state and nstat counters.")
             reason = self._reason_from_counters(ev)
-            if reason:
+            if reason and reason != "NO_SOCKET":
                 evidence.append(f"Inferred {reason} from the nstat counters that moved with it.")
         if reason is None or reason == "NO_SOCKET":
             if reason is None and ev.state is not None:
@@ -573,8 +594,7 @@ class Correlator:
                 return self._explain_sent(s)
         for s in self.sent_listen.get(ev.sport):
             if abs(s.ts - ev.ts) <= 0.5 and s.src in ("0.0.0.0", "::", ev.src):
-                return self._explain_sent(RstEvent("sent", s.ts, ev.src, ev.sport, ev.dst, ev.dport, s.state,
-                                                   s.reason, s.pid, s.comm, s.softirq))
+                return self._explain_sent(s)
         for w in self.wire_out.get(ev.key):
             if abs(w.ts - ev.ts) <= 2.0 and self._local_origin(w) and not self._has_send_event(w):
                 return self._explain_wire(w)
@@ -594,10 +614,14 @@ class Correlator:
         evidence = [f"This host received it{' in state ' + st if st else ''} (tcp:tcp_receive_reset)."]
         peer = self._peer_verdict(ev)
         if peer is not None:
-            how = (f"with reason {peer.kernel_reason}" if peer.kernel_reason
-                   else "without a tcp_send_reset event: not its TCP stack")
-            evidence.append(f"Its sender {ev.src} is on this host too, and its kernel sent it {how}.")
-            evidence.extend(peer.evidence[1:] if peer.kernel_reason else peer.evidence)
+            if peer.sender == "firewall" and peer.kernel_reason is None:
+                evidence.append(f"Its sender {ev.src} is on this host too, where it left without a tcp_send_reset "
+                                "event: not its TCP stack.")
+                evidence.extend(peer.evidence)
+            else:
+                how = f" with reason {peer.kernel_reason}" if peer.kernel_reason else ""
+                evidence.append(f"Its sender {ev.src} is on this host too, and its kernel sent it{how}.")
+                evidence.extend(peer.evidence[1:])
             return self._result(ev, peer.cause, peer.confidence, peer.alternatives, evidence, peer.role,
                                 peer.sender, w=w)
         if st == "SYN_SENT":
