@@ -548,6 +548,26 @@ class Instance:
             if not self.wait(timeout):
                 return
 
+    def buffer_stats(self) -> dict[str, int]:
+        """The per-CPU ring buffer stats summed over CPUs: ``entries`` (written, not yet read), ``overrun``
+        (overwritten before they were read), ``dropped events`` (refused while full), ``read events``."""
+        total: dict[str, int] = {}
+        base = os.path.join(self.path, "per_cpu")
+        try:
+            cpus = os.listdir(base)
+        except OSError:
+            return total
+        for cpu in cpus:
+            try:
+                with open(os.path.join(base, cpu, "stats")) as fh:
+                    for line in fh:
+                        k, _, v = line.partition(":")
+                        with contextlib.suppress(ValueError, IndexError):
+                            total[k.strip()] = total.get(k.strip(), 0) + int(v.split()[0])
+            except OSError:
+                continue
+        return total
+
     def overruns(self) -> int:
         """Events the ring buffer lost so far, from the per-CPU stats (overrun + dropped events)."""
         total = 0
