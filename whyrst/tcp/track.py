@@ -225,6 +225,13 @@ class ResetContext:
     checksum_ok: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class PriorConnection:
+    """What a connection keeps of the one it replaced on the same 4-tuple."""
+
+    uid: str
+
+
 class Connection:
     """A TCP connection as Zeek sees it."""
 
@@ -271,11 +278,13 @@ class Connection:
         self.uid = ""
         self.n_packets = 0
         self.head: list[PacketRef] = []
-        self.ring: deque[PacketRef] = deque(maxlen=RING_PACKETS)
+        self.ring: deque[PacketRef] | None = None  # made once the head is full (most connections never need it)
         self.elided = 0
         self.resets: list[ResetContext] = []
         self.after_open: list[ResetContext] = []
-        self.prev: Connection | None = None  # the connection this one replaced on the same tuple
+        # the connection this one replaced on the same tuple: only its uid, so that a tuple reused a million
+        # times does not keep a chain of a million connections alive
+        self.prev: PriorConnection | None = None
         self.attempt_ns = -1
         self.close_delete_ns = -1
         self.expire_origins: list[int] = [ts + int(SYN_TIMEOUT * NS)]
@@ -309,7 +318,7 @@ class Connection:
                           self.resp.size(self.orig), self.history_text)
 
     def packets(self) -> list[PacketRef]:
-        return [*self.head, *self.ring]
+        return [*self.head, *self.ring] if self.ring else list(self.head)
 
     def endpoint_text(self, ep: Endpoint) -> str:
         return address_text(ep.addr.ljust(16, b"\0"), self.ip_version)
@@ -373,6 +382,8 @@ class Tracker:
         self.evicted = 0
         self.now_ns = 0
         self._next_sweep_ns = 0
+        self._since_sweep = 0  # packets since the last sweep: a sweep visits every connection, so it waits
+        # for as many packets as a quarter of the table (amortized constant time per packet)
         self.tcp_packets = 0
 
     # -- public --------------------------------------------------------------------------------
@@ -404,7 +415,8 @@ class Tracker:
         self.tcp_packets += 1
         if ts > self.now_ns:
             self.now_ns = ts
-        if self.now_ns >= self._next_sweep_ns:
+        self._since_sweep += 1
+        if self.now_ns >= self._next_sweep_ns and self._since_sweep >= len(self.conns) >> 2:
             self._sweep()
         sport, dport, flags = cols["sport"][i], cols["dport"][i], cols["flags"][i]
         version = cols["ip_version"][i]
@@ -421,7 +433,7 @@ class Tracker:
             self._finish(conn)
             del self.conns[key]
             conn = self._new_conn(key, version, src, sport, dst, dport, flags, ts, cols["frame"][i])
-            conn.prev = old
+            conn.prev = PriorConnection(old.uid)
         elif conn is None:
             conn = self._new_conn(key, version, src, sport, dst, dport, flags, ts, cols["frame"][i])
         conn.encap = cols["encap"][i]
@@ -505,13 +517,22 @@ class Tracker:
         self._next_sweep_ns = now + NS
         if len(self.conns) < 4096:
             return
+        self._since_sweep = 0
         for key in [k for k, c in self.conns.items() if self._expired(c, now)]:
             self._finish(self.conns.pop(key))
 
     def _evict(self) -> None:
-        # Oldest-idle first; counted and reported as a warning by the caller.
-        victims = sorted(self.conns.values(), key=lambda c: c.last_ns)[: max(1, len(self.conns) // 10)]
-        for conn in victims:
+        """Make room in a full table: first end what Zeek's timers ended, then the oldest-idle tenth
+        (counted in ``evicted``; the caller reports it as a warning)."""
+        self._next_sweep_ns = 0
+        self._sweep()
+        if len(self.conns) < self.max_connections - self.max_connections // 20:
+            return
+        conns = list(self.conns.values())
+        k = max(1, len(conns) // 10)
+        idle = np.fromiter((c.last_ns for c in conns), dtype=np.int64, count=len(conns))
+        for j in np.argpartition(idle, k - 1)[:k].tolist() if k < len(conns) else range(len(conns)):
+            conn = conns[j]
             self._finish(conn)
             del self.conns[conn.key]
             self.evicted += 1
@@ -647,9 +668,12 @@ class Tracker:
         if len(conn.head) < HEAD_PACKETS:
             conn.head.append(pref)
         else:
-            if len(conn.ring) == RING_PACKETS:
+            ring = conn.ring
+            if ring is None:
+                ring = conn.ring = deque(maxlen=RING_PACKETS)
+            if len(ring) == RING_PACKETS:
                 conn.elided += 1
-            conn.ring.append(pref)
+            ring.append(pref)
 
     # -- Zeek's sequence and history rules -----------------------------------------------------------
     @staticmethod
