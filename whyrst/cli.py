@@ -122,10 +122,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_conns(args: argparse.Namespace) -> int:
     from whyrst.pipeline import track_capture
+    from whyrst.spill import SortedRows
 
-    rows: list[dict[str, Any]] = []
-    result = track_capture(args.capture, lambda c: rows.append(c.zeek_record()))
-    rows.sort(key=lambda r: r["ts"])
+    # sorted by start time in bounded memory: a SYN flood has millions of connections
+    rows: SortedRows = SortedRows(key=lambda r: r["ts"])
+    result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()))
     out = sys.stdout
     if args.json:
         for r in rows:
@@ -137,7 +138,7 @@ def cmd_conns(args: argparse.Namespace) -> int:
     else:
         from whyrst.report.terminal import print_conns
 
-        print_conns(rows, _console())
+        print_conns(list(rows), _console())
     for w in result.warnings.all():
         print(f"whyrst: warning: {w}", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 FIELDS = ("ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
@@ -20,7 +21,7 @@ def _value(name: str, v: Any) -> str:
     return str(v)
 
 
-def write_conn_log(rows: list[dict[str, Any]], out: TextIO) -> None:
+def write_conn_log(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
     out.write("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n")
     out.write(f"#open\t{time.strftime('%Y-%m-%d-%H-%M-%S')}\n")
     out.write("#fields\t" + "\t".join(FIELDS) + "\n")
