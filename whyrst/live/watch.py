@@ -261,6 +261,12 @@ def run(args: argparse.Namespace) -> int:
         counters = CounterWatch()
         namespaces = sockets.namespaces()
         counters.deltas(namespaces)
+        nstat_total: dict[str, int] = {}
+
+        def moved(deltas: dict[str, int]) -> dict[str, int]:
+            for k, v in deltas.items():
+                nstat_total[k] = nstat_total.get(k, 0) + v
+            return deltas
         started = time.monotonic()
         deadline = started + args.duration if args.duration > 0 else None
         next_slow = started + 1.0
@@ -287,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
                     next_slow = now + (1.0 if kernel.reasons else 0.5)
                     sockets.refresh(now)
                     namespaces = sockets.namespaces()
-                    corr.add_counters(counters.deltas(namespaces))
+                    corr.add_counters(moved(counters.deltas(namespaces)))
                     kernel.update_lost()
                     if prom is not None:
                         prom.set_lost(kernel.lost)
@@ -305,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
             for cap in captures:
                 for pkt in cap.read():
                     corr.add_wire(pkt)
-            corr.add_counters(counters.deltas(namespaces))
+            corr.add_counters(moved(counters.deltas(namespaces)))
             corr.flush(everything=True)
         except _Stop:
             stop["why"] = "count"
@@ -320,6 +326,10 @@ def run(args: argparse.Namespace) -> int:
         if captures:
             summary["wire_drops"] = sum(c.drops for c in captures)
         print("whyrst: watch " + " ".join(f"{k}={v}" for k, v in summary.items()), file=sys.stderr)
+        moved_text = " ".join(f"{k}=+{v}" for k, v in nstat_total.items() if v)
+        if moved_text:
+            # The kernel's own counts over the same time (all namespaces, all addresses): a cross-check.
+            print(f"whyrst: nstat {moved_text}", file=sys.stderr)
         if kernel.lost:
             print(f"whyrst: warning: {kernel.lost} trace events were lost (buffer overruns); raise --buffer-kb",
                   file=sys.stderr)

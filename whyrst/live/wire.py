@@ -221,10 +221,16 @@ class WireCapture:
         self.sock: socket.socket | None = None
         home = None
         if netns:
+            try:
+                target = os.open(netns_path(netns), os.O_RDONLY)
+            except FileNotFoundError:
+                raise OSError(2, f"no network namespace {netns} ({netns_path(netns)})") from None
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            target = os.open(netns_path(netns), os.O_RDONLY)
             try:
                 _setns(target)
+            except OSError:
+                os.close(home)
+                raise
             finally:
                 os.close(target)
         try:
