@@ -17,12 +17,12 @@ import signal
 import sys
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whyrst.errors import WhyrstError
-from whyrst.live.explain import Correlator, LiveReset
-from whyrst.live.nstat import CounterWatch
-from whyrst.live.sockets import SocketTable
+
+if TYPE_CHECKING:  # the CLI builds every parser at start-up: the engine loads only when watch runs
+    from whyrst.live.explain import Correlator, LiveReset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -183,7 +183,10 @@ class _Stop(Exception):
 
 
 def run(args: argparse.Namespace) -> int:
+    from whyrst.live.explain import Correlator
     from whyrst.live.kernel import KernelResets, preflight
+    from whyrst.live.nstat import CounterWatch
+    from whyrst.live.sockets import SocketTable
 
     try:
         preflight()
