@@ -302,24 +302,28 @@ def fmt_rate(x: float) -> str:
 
 
 def table(results: list[Result]) -> list[str]:
-    lines = ["| capture | tool | wall s (median; min-max) | CPU s | packets/s | MB/s | peak RSS MB | "
-             "whyrst speed vs tool | resets reported |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| capture | tool | wall s (median; min-max) | CPU s | packets/s | packets/CPU-s | MB/s | peak RSS MB | "
+             "whyrst speed vs tool (wall; CPU) | resets reported |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         size_mb = res.path.stat().st_size / 1e6
         packets = res.spec.packets
         w_wall = res.median("whyrst", "wall") if "whyrst" in res.runs else None
+        w_cpu = res.median("whyrst", "cpu") if "whyrst" in res.runs else None
         for tool in res.runs:
             walls = [r.wall for r in res.runs[tool]]
             wall = statistics.median(walls)
-            ratio = "1" if tool == "whyrst" or w_wall is None else f"{wall / w_wall:.2f}x"
+            cpu = res.median(tool, "cpu")
+            ratio = ("1" if tool == "whyrst" or w_wall is None or w_cpu is None
+                     else f"{wall / w_wall:.2f}x; {cpu / w_cpu:.2f}x")
             resets = res.resets.get(tool)
             note = "" if resets is not None else "?"
             if tool == "tcpdump" and res.tcpdump_v6 is not None:
                 note = f" (IPv4 only; {res.tcpdump_v6} with an IPv6-aware filter)"
             lines.append(
                 f"| {res.spec.fmt}, {packets:,} pkts, {size_mb:.0f} MB | {tool} | {wall:.3f} ({min(walls):.3f}-"
-                f"{max(walls):.3f}) | {res.median(tool, 'cpu'):.2f} | {fmt_rate(packets / wall)} | "
+                f"{max(walls):.3f}) | {cpu:.2f} | {fmt_rate(packets / wall)} | "
+                f"{fmt_rate(packets / cpu) if cpu > 0 else 'n/a'} | "
                 f"{size_mb / wall:.0f} | {res.median(tool, 'rss_mb'):.0f} | {ratio} | "
                 f"{resets if resets is not None else ''}{note} |")
     return lines
@@ -337,13 +341,17 @@ def marginal(results: list[Result]) -> list[str]:
             continue
         a, b = rs[0], rs[-1]
         dt = b.median("whyrst", "wall") - a.median("whyrst", "wall")
+        dc = b.median("whyrst", "cpu") - a.median("whyrst", "cpu")
         dp = b.spec.packets - a.spec.packets
         drss = b.median("whyrst", "rss_mb") - a.median("whyrst", "rss_mb")
-        line = (f"- {fmt}: {a.spec.packets:,} -> {b.spec.packets:,} packets: whyrst +{dt:.3f} s "
-                f"({fmt_rate(dp / dt) if dt > 0 else 'n/a'} packets/s once started), peak RSS {drss:+.0f} MB")
+        line = (f"- {fmt}: {a.spec.packets:,} -> {b.spec.packets:,} packets: whyrst +{dt:.3f} s wall "
+                f"({fmt_rate(dp / dt) if dt > 0 else 'n/a'} packets/s once started), +{dc:.2f} CPU-s "
+                f"({fmt_rate(dp / dc) if dc > 0 else 'n/a'} packets/CPU-s), peak RSS {drss:+.0f} MB")
         if "tcpdump" in a.runs and "tcpdump" in b.runs:
             tdt = b.median("tcpdump", "wall") - a.median("tcpdump", "wall")
-            line += f"; tcpdump +{tdt:.3f} s ({fmt_rate(dp / tdt) if tdt > 0 else 'n/a'} packets/s)"
+            tdc = b.median("tcpdump", "cpu") - a.median("tcpdump", "cpu")
+            line += (f"; tcpdump +{tdt:.3f} s wall ({fmt_rate(dp / tdt) if tdt > 0 else 'n/a'} packets/s), "
+                     f"+{tdc:.2f} CPU-s")
         lines.append(line)
     return lines
 

@@ -47,6 +47,19 @@ def tune_process() -> None:
         pass
 
 
+def _is_small(path: Any) -> bool:
+    """Whether a file is small enough for the numpy engine (a gzip file counts as ~8 times its size)."""
+    size = os.path.getsize(path)
+    if size >= SMALL_FILE:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return True
+    return size * 8 < SMALL_FILE if gz else True
+
+
 def _load_numba_lean() -> None:
     import sys
 
@@ -188,7 +201,7 @@ def analyze(
     if two_pass is None:
         two_pass = is_file
     if engine is None:
-        engine = "numpy" if is_file and os.path.getsize(source) < SMALL_FILE else "auto"
+        engine = "numpy" if is_file and _is_small(source) else "auto"
     if _LEAN_NUMBA and engine in ("auto", "numba"):
         _load_numba_lean()
     prepass = new_prepass(engine)
