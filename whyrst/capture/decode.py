@@ -566,7 +566,7 @@ class BatchDecoder:
         if engine == "numpy" or (engine == "numba" and self.kernel is None):
             from whyrst.capture.vector import decode_numpy
 
-            self.kernel = decode_numpy
+            self.kernel = decode_numpy if checksums else functools.partial(decode_numpy, check=False)
 
     def decode(self, r: Records, frames_before: int) -> PacketBatch:
         n = r.n

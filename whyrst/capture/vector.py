@@ -57,7 +57,7 @@ def _word_sums(b: np.ndarray, start: np.ndarray, nwords: np.ndarray) -> np.ndarr
     return out
 
 
-def decode_numpy(buf: memoryview | bytes, offs: np.ndarray, batch: PacketBatch) -> np.ndarray:
+def decode_numpy(buf: memoryview | bytes, offs: np.ndarray, batch: PacketBatch, check: bool = True) -> np.ndarray:
     """Decode the common case of every row into ``batch``; return the rows the slow path must take."""
     b = np.frombuffer(buf, dtype=np.uint8)
     g = _Gather(b)
@@ -227,8 +227,9 @@ def decode_numpy(buf: memoryview | bytes, offs: np.ndarray, batch: PacketBatch) 
     c["payload_off"][rt] = ss + thl
     c["payload_cap"][rt] = ce - (ss + thl)
     _options(g, c, rt[thl > 20], ss[thl > 20] + 20, ss[thl > 20] + thl[thl > 20])
-    ck = complete[rt] & (ln >= thl)
-    _checksums(g, b, c, rt[ck], ss[ck], ln[ck], q[rt[ck]], v6[rt[ck]])
+    if check:
+        ck = complete[rt] & (ln >= thl)
+        _checksums(g, b, c, rt[ck], ss[ck], ln[ck], q[rt[ck]], v6[rt[ck]])
 
     # -- what else the slow path must see
     tunnel = alive & ((proto == 4) | (proto == 41) | (proto == 47) | (proto == 51))
