@@ -1,0 +1,5 @@
+import sys
+
+from whyrst.lab import main
+
+sys.exit(main())
