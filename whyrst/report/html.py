@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gc
 import hashlib
 import json
 import math
@@ -49,43 +50,60 @@ _PALETTE = (
 # A sentence's numbers and addresses (IPv4, IPv6 starting with a digit, ports, times, frames): the parts
 # that change from one reset's evidence to the next. Never matches a space, so the numbers of one
 # sentence can be joined with spaces.
-_NUMBERS = re.compile(r"[0-9][0-9A-Fa-f:.]*")
+_NUMBERS = re.compile(r"([0-9][0-9A-Fa-f:.]*)")
 _HOLE = "\x01"  # stands for one number in a template; a sentence that contains it is stored verbatim
 
-# Reset rows are arrays; the page reads the column names from the data, not from positions.
+# Reset rows are arrays; the page reads the column names from the data, not from positions. ``ts`` is
+# seconds after the data's ``t0``; ``role``, ``sender`` and ``flags`` index ``words``; ``conf`` and the
+# alternatives' confidences are thousandths; ``alts`` is [cause, conf, cause, conf, ...]; ``evframes``
+# are relative to the reset's frame.
 COLUMNS = ("frame", "ts", "src", "sport", "dst", "dport", "uid", "role", "sender", "cause", "conf", "alts",
            "evidence", "fix", "confirm", "flags", "seq", "ack", "ttl", "payload", "diag", "evframes", "ladder")
-# Ladder packets: frame minus the RST's frame, microseconds since the connection started, bits
-# (1: from the originator (client), 2: the RST this ladder is about), flags, relative seq and ack, payload
-# length, TTL, and optionally how many of the connection's packets before this one were not kept.
-LADDER_COLUMNS = ("dframe", "t_us", "bits", "flags", "seq", "ack", "len", "ttl", "elided")
+# A ladder is one flat list of integers, LADDER_STRIDE per packet: the frame (the first packet's relative
+# to the RST's frame, the others' to the packet before), the time in microseconds (the first packet's since
+# the connection started, the others' since the packet before), bits (1: sent by the originator, i.e. the
+# client; 2: the RST this ladder is about; bits >> 2: packets of the connection before this one that the
+# analysis did not keep), flags (index into ``words``), relative seq and ack, payload length, TTL.
+LADDER_COLUMNS = ("frame", "t_us", "bits", "flags", "seq", "ack", "len", "ttl")
+
+
+class _Interner:
+    """A table of strings and the index of each."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        i = self._index.get(text)
+        if i is None:
+            i = self._index[text] = len(self.items)
+            self.items.append(text)
+        return i
 
 
 class _Texts:
-    """Interns sentences as (template, numbers): the template table grows with the kinds of sentence,
-    not with the number of resets."""
+    """Sentences, stored once: a sentence that recurs verbatim (fixes, confirm steps, most evidence) is
+    a template index; one that occurs once becomes [template, its numbers], so the template table grows
+    with the kinds of sentence and not with the number of resets."""
 
-    def __init__(self) -> None:
-        self.templates: list[str] = []
-        self._index: dict[str, int] = {}
-
-    def _template(self, text: str) -> int:
-        i = self._index.get(text)
-        if i is None:
-            i = self._index[text] = len(self.templates)
-            self.templates.append(text)
-        return i
+    def __init__(self, recurring: set[str]) -> None:
+        self.templates = _Interner()
+        self._recurring = recurring
+        self._done: dict[str, int | list[Any]] = {}
 
     def encode(self, text: str) -> int | list[Any]:
-        if _HOLE in text:
-            return self._template(text)
-        numbers = _NUMBERS.findall(text)
-        if not numbers:
-            return self._template(text)
-        return [self._template(_NUMBERS.sub(_HOLE, text)), " ".join(numbers)]
-
-    def encode_all(self, texts: Iterable[str]) -> list[int | list[Any]]:
-        return [self.encode(t) for t in texts]
+        done = self._done.get(text)
+        if done is not None:
+            return done
+        if text in self._recurring or _HOLE in text:
+            item: int | list[Any] = self.templates(text)
+            self._done[text] = item  # only recurring ones: the cache must not grow with unique sentences
+            return item
+        parts = _NUMBERS.split(text)
+        if len(parts) == 1:
+            return self.templates(text)
+        return [self.templates(_HOLE.join(parts[0::2])), " ".join(parts[1::2])]
 
 
 def decode_text(templates: list[str], item: int | list[Any]) -> str:
@@ -105,15 +123,31 @@ def _num(x: float, digits: int = 6) -> float | None:
     return round(x, digits) if math.isfinite(x) else None
 
 
-def _ladder_rows(rows: list[dict[str, Any]], rst_frame: int) -> list[list[Any]]:
-    out = []
+def _milli(x: float) -> int | None:
+    return round(x * 1000) if math.isfinite(x) else None
+
+
+def _ladder(rows: list[dict[str, Any]], rst_frame: int, words: _Interner) -> list[int]:
+    out: list[int] = []
+    frame, t_us = rst_frame, 0
     for p in rows:
-        row = [p["frame"] - rst_frame, round(p["t"] * 1e6) if math.isfinite(p["t"]) else 0,
-               (1 if p["from_orig"] else 0) | (2 if p.get("rst") else 0), p["flags"], p["seq"], p["ack"],
-               p["len"], p["ttl"]]
-        if p.get("elided"):
-            row.append(int(p["elided"]))
-        out.append(row)
+        t = round(p["t"] * 1e6) if math.isfinite(p["t"]) else t_us
+        bits = (1 if p["from_orig"] else 0) | (2 if p.get("rst") else 0) | (int(p.get("elided") or 0) << 2)
+        out += [p["frame"] - frame, t - t_us, bits, words(p["flags"]), p["seq"], p["ack"], p["len"], p["ttl"]]
+        frame, t_us = p["frame"], t
+    return out
+
+
+def ladder_rows(data: dict[str, Any], row: list[Any]) -> list[dict[str, Any]]:
+    """One reset's ladder from the embedded data, as report.ladders holds it (for tests and tools)."""
+    flat = row[COLUMNS.index("ladder")] or []
+    words, out = data["words"], []
+    frame, t_us = row[0], 0
+    for k in range(0, len(flat), len(LADDER_COLUMNS)):
+        dframe, dt, bits, flags, seq, ack, length, ttl = flat[k:k + len(LADDER_COLUMNS)]
+        frame, t_us = frame + dframe, t_us + dt
+        out.append({"frame": frame, "t": t_us / 1e6, "from_orig": bool(bits & 1), "flags": words[flags],
+                    "seq": seq, "ack": ack, "len": length, "ttl": ttl, "rst": bool(bits & 2)})
     return out
 
 
@@ -136,8 +170,7 @@ def _cause_index(cause: str, causes: list[dict[str, Any]], index: dict[str, int]
     return i
 
 
-def _timeline(resets: list[Reset], causes: list[dict[str, Any]], index: dict[str, int],
-              order: list[str]) -> dict[str, Any]:
+def _timeline(resets: list[Reset], index: dict[str, int], order: list[str]) -> dict[str, Any]:
     """Counts of resets per cause over the capture in at most TIMELINE_BINS equal bins."""
     stamps = [r.ts for r in resets if math.isfinite(r.ts)]
     if not stamps:
@@ -156,32 +189,50 @@ def _timeline(resets: list[Reset], causes: list[dict[str, Any]], index: dict[str
 
 def report_data(report: Report) -> dict[str, Any]:
     """Everything the page shows, in the compact form it is embedded in."""
+    # Hundreds of thousands of small lists and no cycles: the cyclic collector would walk the growing
+    # heap again and again for nothing (it tripled the time on 80,000 resets).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _report_data(report)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _report_data(report: Report) -> dict[str, Any]:
     causes, index = _causes_table()
-    texts = _Texts()
-    addresses: list[str] = []
-    address_index: dict[str, int] = {}
-
-    def addr(a: str) -> int:
-        i = address_index.get(a)
-        if i is None:
-            i = address_index[a] = len(addresses)
-            addresses.append(a)
-        return i
-
-    rows = []
-    for r in report.resets:
-        ladder = report.ladders.get(r.frame)
-        rows.append([
-            r.frame, _num(r.ts), addr(r.src), r.sport, addr(r.dst), r.dport, r.uid, r.role, r.sender,
-            _cause_index(r.cause, causes, index), _num(r.confidence, 3),
-            [[_cause_index(a.cause, causes, index), _num(a.confidence, 3)] for a in r.alternatives],
-            texts.encode_all(r.evidence), texts.encode_all(r.fix), texts.encode_all(r.confirm),
-            r.flags, r.seq, r.ack, r.ttl, r.payload_text, r.diagnostic or 0, list(r.evidence_frames),
-            _ladder_rows(ladder, r.frame) if ladder else 0,
-        ])
     counts = report.by_cause()
     for cause in counts:
         _cause_index(cause, causes, index)
+    seen: set[str] = set()
+    recurring: set[str] = set()
+    for r in report.resets:
+        for sentence in r.evidence:
+            if sentence in seen:
+                recurring.add(sentence)
+            else:
+                seen.add(sentence)
+        recurring.update(r.fix)
+        recurring.update(r.confirm)
+    del seen
+    texts, addr, words = _Texts(recurring), _Interner(), _Interner()
+    stamps = [r.ts for r in report.resets if math.isfinite(r.ts)]
+    t0 = math.floor(min(stamps)) if stamps else 0
+    encode = texts.encode
+    rows = []
+    for r in report.resets:
+        ladder = report.ladders.get(r.frame)
+        alts: list[Any] = []
+        for a in r.alternatives:
+            alts += [_cause_index(a.cause, causes, index), _milli(a.confidence)]
+        rows.append([
+            r.frame, _num(r.ts - t0), addr(r.src), r.sport, addr(r.dst), r.dport, r.uid, words(r.role),
+            words(r.sender), index[r.cause], _milli(r.confidence), alts,
+            [encode(e) for e in r.evidence], [encode(e) for e in r.fix], [encode(e) for e in r.confirm],
+            words(r.flags), r.seq, r.ack, r.ttl, r.payload_text, r.diagnostic or 0,
+            [f - r.frame for f in r.evidence_frames], _ladder(ladder, r.frame, words) if ladder else 0,
+        ])
     return {
         "version": DATA_VERSION,
         "generator": f"whyrst {__version__}",
@@ -192,11 +243,13 @@ def report_data(report: Report) -> dict[str, Any]:
         "warnings": list(report.warnings),
         "columns": list(COLUMNS),
         "ladder_columns": list(LADDER_COLUMNS),
+        "t0": t0,
         "causes": causes,
         "by_cause": [[index[cause], n] for cause, n in counts.items()],
-        "timeline": _timeline(report.resets, causes, index, list(counts)),
-        "addresses": addresses,
-        "templates": texts.templates,
+        "timeline": _timeline(report.resets, index, list(counts)),
+        "addresses": addr.items,
+        "words": words.items,
+        "templates": texts.templates.items,
         "resets": rows,
     }
 
@@ -278,51 +331,43 @@ def write_html(report: Report, path: str) -> None:
 
 # -- benchmark: a report of many resets, without a capture -------------------------------------------------
 
-def synthetic_report(n: int, seed: int = 1) -> Report:
-    """A report of ``n`` resets shaped like the engine's (evidence, confirm, fix and ladders of the demo's
-    kinds of reset, with their numbers and addresses varied), for measuring the page at scale."""
-    import random
+def synthetic_report(n: int) -> Report:
+    """A report of ``n`` resets made of copies of the bundled demo's analysis (every cause the demo
+    stages, with the engine's own evidence, confirm steps, fixes and ladders), each copy moved to its own
+    frames, time and addresses, for measuring the page at scale."""
+    import io
+    from dataclasses import replace
 
-    from whyrst.analysis import Alternative, Report, Reset
-    from whyrst.causes.catalog import CAUSES
+    from whyrst.analysis import Report, analyze
+    from whyrst.synth import demo
 
-    rng = random.Random(seed)
-    kinds = [c for c in CAUSES if c.id != "unknown"]
+    pcap = io.BytesIO()
+    demo().write_pcap(pcap)
+    pcap.seek(0)
+    base = analyze(pcap, keep_ladders=True)
+    frames = base.packets
+    span = max(r.ts for r in base.resets) - min(r.ts for r in base.resets) + 1.0
     resets, ladders = [], {}
-    frame, ts = 0, 1_700_000_000.0
-    for k in range(n):
-        cause = kinds[rng.randrange(len(kinds))] if rng.random() < 0.5 else kinds[k % 4]
-        frame += rng.randrange(2, 40)
-        ts += rng.random() * 0.01
-        src, dst = f"198.19.{k >> 8 & 255}.{k & 255}", f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        sport, dport = rng.choice((80, 443, 8080, 5432)), 1024 + rng.randrange(60000)
-        packets = rng.choice((2, 3, 6, 6, 8, 10, 12, 30))
-        seq, ack, t = rng.randrange(1, 5000), rng.randrange(1, 5000), rng.random() * 5
-        ttl = rng.choice((63, 64, 52, 128))
-        peer = frame - rng.randrange(1, 20)
-        evidence = [
-            f"The RST is frame {frame} (+{t:.6f} s) {src}:{sport} → {dst}:{dport} [R.] seq {seq} ack {ack} "
-            f"len 0 win 502 ttl {ttl} id {rng.randrange(65536)}, sent by the server side.",
-            f"It follows the peer's frame {peer} (+{t - 0.2:.6f} s) [P.] seq {ack - 16} ack {seq} len 16 win 502 "
-            f"ttl {ttl} id {rng.randrange(65536)} by {rng.random() * 1000:.3f} ms.",
-            cause.signature.split(". ")[0] + ".",
-            f"Its TTL {ttl} matches the sender's other packets, so the sender's own stack made it.",
-        ]
-        alts = [Alternative(c.id, round(rng.random() * 0.3, 3)) for c in rng.sample(kinds, 3)]
-        resets.append(Reset(
-            frame=frame, ts=ts, src=src, sport=sport, dst=dst, dport=dport, uid=f"C{k:017d}", role="server",
-            sender=cause.sender, cause=cause.id, confidence=round(0.4 + rng.random() * 0.5, 3), alternatives=alts,
-            evidence=evidence, fix=list(cause.fix), confirm=list(cause.confirm), flags="R.", seq=seq, ack=ack,
-            ttl=ttl, evidence_frames=[frame, peer]))
-        rows = []
-        for i in range(packets):
-            last = i == packets - 1
-            rows.append({"frame": frame - (packets - 1 - i) * 3, "t": t * i / max(1, packets - 1),
-                         "from_orig": i % 2 == 0 and not last, "flags": "R." if last else "P.",
-                         "seq": seq + i * 10, "ack": ack, "len": 0 if last else 10, "ttl": ttl, "rst": last})
-        ladders[frame] = rows
-    return Report(source=f"synthetic-{n}.pcap", format="pcap", packets=frame, connections=n, resets=resets,
-                  warnings=[], ladders=ladders)
+    frame_re = re.compile(r"(?<=frame )(\d+)")
+    for k in range(-(-n // len(base.resets))):
+        shift = k * frames
+        host = f"{k >> 8 & 255}.{k & 255}"
+
+        def move(text: str, shift: int = shift, host: str = host) -> str:
+            text = frame_re.sub(lambda m: str(int(m.group(1)) + shift), text)
+            return text.replace("198.18.1.", f"10.{host}.").replace("198.19.1.", f"172.{host}.")
+
+        for r in base.resets:
+            if len(resets) == n:
+                break
+            resets.append(replace(
+                r, frame=r.frame + shift, ts=r.ts + k * span, src=move(r.src), dst=move(r.dst),
+                uid=f"C{k:06d}{r.uid[7:]}", evidence=[move(e) for e in r.evidence],
+                evidence_frames=[f + shift for f in r.evidence_frames]))
+            ladders[r.frame + shift] = [{**p, "frame": p["frame"] + shift} for p in base.ladders[r.frame]]
+    return Report(source=f"demo-x{n}.pcap", format="pcap", packets=frames * -(-n // len(base.resets)),
+                  connections=base.connections * -(-n // len(base.resets)), resets=resets, warnings=[],
+                  ladders=ladders)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,10 @@
   "use strict";
 
   const D = JSON.parse(document.getElementById("whyrst-data").textContent);
-  const R = D.resets, C = D.causes, A = D.addresses, T = D.templates;
-  const K = {}, L = {};
+  const R = D.resets, C = D.causes, A = D.addresses, T = D.templates, W = D.words;
+  const K = {};
   D.columns.forEach(function (name, i) { K[name] = i; });
-  D.ladder_columns.forEach(function (name, i) { L[name] = i; });
+  const STRIDE = D.ladder_columns.length;
   const ALOW = A.map(function (a) { return a.toLowerCase(); });
   const SVGNS = "http://www.w3.org/2000/svg";
   const HOLE = "\u0001";
@@ -43,12 +43,23 @@
     return withDate ? iso.slice(0, 10) + " " + hms + " UTC" : hms;
   }
 
-  function seconds(us) {
+  function seconds(us) { // microseconds since the connection started
     return "+" + (us / 1e6).toFixed(6) + " s";
   }
 
+  // confidences are embedded in thousandths
   function pct(x) {
-    return x === null ? "?" : Math.round(x * 100) + "%";
+    return x === null ? "?" : Math.round(x / 10) + "%";
+  }
+
+  function time(r) {
+    return r[K.ts] === null ? null : D.t0 + r[K.ts];
+  }
+
+  function alternatives(r) {
+    const a = r[K.alts], out = [];
+    for (let k = 0; k < a.length; k += 2) out.push([a[k], a[k + 1]]);
+    return out;
   }
 
   // -- DOM helpers: elements and text nodes only ----------------------------------------------------
@@ -82,7 +93,7 @@
   // -- state ----------------------------------------------------------------------------------------
 
   const state = {
-    cause: -1, sender: "", addr: "", port: "", text: "", tmin: null, tmax: null,
+    cause: -1, sender: -1, addr: "", port: "", text: "", tmin: null, tmax: null,
     key: "frame", dir: 1, page: 0, size: 100, selected: -1,
   };
   let view = [];
@@ -98,8 +109,8 @@
 
   function haystack(r) {
     const parts = [r[K.frame], hostPort(A[r[K.src]], r[K.sport]), hostPort(A[r[K.dst]], r[K.dport]), r[K.uid],
-      C[r[K.cause]].id, C[r[K.cause]].title, r[K.role], r[K.sender], r[K.flags], r[K.payload]];
-    for (const a of r[K.alts]) parts.push(C[a[0]].id);
+      C[r[K.cause]].id, C[r[K.cause]].title, W[r[K.role]], W[r[K.sender]], W[r[K.flags]], r[K.payload]];
+    for (const a of alternatives(r)) parts.push(C[a[0]].id);
     for (const e of r[K.evidence]) parts.push(text(e));
     return parts.join("\n").toLowerCase();
   }
@@ -112,9 +123,9 @@
     for (let i = 0; i < R.length; i++) {
       const r = R[i];
       if (state.cause >= 0 && r[K.cause] !== state.cause) continue;
-      if (state.sender && r[K.sender] !== state.sender) continue;
+      if (state.sender >= 0 && r[K.sender] !== state.sender) continue;
       if (port !== null && r[K.sport] !== port && r[K.dport] !== port) continue;
-      if (state.tmin !== null && !(r[K.ts] >= state.tmin && r[K.ts] < state.tmax)) continue;
+      if (state.tmin !== null && !(time(r) >= state.tmin && time(r) < state.tmax)) continue;
       if (addr && (ALOW[r[K.src]] + ":" + r[K.sport]).indexOf(addr) < 0
           && (ALOW[r[K.dst]] + ":" + r[K.dport]).indexOf(addr) < 0) continue;
       if (q && haystack(r).indexOf(q) < 0) continue;
@@ -127,15 +138,15 @@
 
   const ORDER = {
     frame: function (a, b) { return a[K.frame] - b[K.frame]; },
-    ts: function (a, b) { return a[K.ts] - b[K.ts]; },
+    ts: function (a, b) { return (a[K.ts] === null ? -1 : a[K.ts]) - (b[K.ts] === null ? -1 : b[K.ts]); },
     from: function (a, b) { return cmp(A[a[K.src]], A[b[K.src]]) || a[K.sport] - b[K.sport]; },
     to: function (a, b) { return cmp(A[a[K.dst]], A[b[K.dst]]) || a[K.dport] - b[K.dport]; },
-    role: function (a, b) { return cmp(a[K.role], b[K.role]); },
-    sender: function (a, b) { return cmp(a[K.sender], b[K.sender]); },
+    role: function (a, b) { return cmp(W[a[K.role]], W[b[K.role]]); },
+    sender: function (a, b) { return cmp(W[a[K.sender]], W[b[K.sender]]); },
     cause: function (a, b) { return cmp(C[a[K.cause]].id, C[b[K.cause]].id); },
     conf: function (a, b) { return a[K.conf] - b[K.conf]; },
     alts: function (a, b) {
-      return cmp(a[K.alts].length ? C[a[K.alts][0][0]].id : "", b[K.alts].length ? C[b[K.alts][0][0]].id : "");
+      return cmp(a[K.alts].length ? C[a[K.alts][0]].id : "", b[K.alts].length ? C[b[K.alts][0]].id : "");
     },
   };
 
@@ -163,14 +174,14 @@
       const i = view[p], r = R[i], cause = C[r[K.cause]];
       const tr = h("tr", { "data-i": i, tabindex: 0, "aria-expanded": i === state.selected ? "true" : "false" },
         h("td", { class: "num" }, r[K.frame]),
-        h("td", { title: clock(r[K.ts], true) }, clock(r[K.ts], false)),
+        h("td", { title: clock(time(r), true) }, clock(time(r), false)),
         h("td", { class: "addr" }, hostPort(A[r[K.src]], r[K.sport])),
         h("td", { class: "addr" }, hostPort(A[r[K.dst]], r[K.dport])),
-        h("td", null, r[K.role]),
-        h("td", null, r[K.sender]),
+        h("td", null, W[r[K.role]]),
+        h("td", null, W[r[K.sender]]),
         h("td", { title: cause.title }, swatch(cause.color), " ", cause.id),
-        h("td", { class: "num" }, r[K.conf] === null ? "?" : r[K.conf].toFixed(2)),
-        h("td", { class: "muted" }, r[K.alts].slice(0, 2).map(function (a) { return C[a[0]].id; }).join(", ")));
+        h("td", { class: "num" }, r[K.conf] === null ? "?" : (r[K.conf] / 1000).toFixed(2)),
+        h("td", { class: "muted" }, alternatives(r).slice(0, 2).map(function (a) { return C[a[0]].id; }).join(", ")));
       if (i === state.selected) tr.classList.add("selected");
       rows.push(tr);
       if (i === state.selected) rows.push(h("tr", { class: "detail-row" }, h("td", { colspan: 9 }, detail(i))));
@@ -190,95 +201,99 @@
 
   // -- one reset: the ladder and the explanation ----------------------------------------------------
 
+  // The packets around the RST, decoded from the flat list of integers html.py embeds.
   function ladderRows(r) {
-    const rows = r[K.ladder];
-    if (rows && rows.length) return rows;
-    // no packet context was kept (analysis without ladders): the RST alone
-    return [[0, 0, (r[K.role] === "client" ? 1 : 0) | 2, r[K.flags], r[K.seq], r[K.ack], 0, r[K.ttl]]];
+    const flat = r[K.ladder], rows = [];
+    if (!flat || !flat.length) { // no packet context was kept (analysis without ladders): the RST alone
+      return [{ frame: r[K.frame], t: 0, fromClient: W[r[K.role]] === "client", main: true, elided: 0,
+        flags: W[r[K.flags]], seq: r[K.seq], ack: r[K.ack], len: 0, ttl: r[K.ttl] }];
+    }
+    let frame = r[K.frame], t = 0;
+    for (let k = 0; k < flat.length; k += STRIDE) {
+      frame += flat[k];
+      t += flat[k + 1];
+      const bits = flat[k + 2];
+      rows.push({ frame: frame, t: t, fromClient: (bits & 1) === 1, main: (bits & 2) === 2, elided: bits >> 2,
+        flags: W[flat[k + 3]], seq: flat[k + 4], ack: flat[k + 5], len: flat[k + 6], ttl: flat[k + 7] });
+    }
+    return rows;
   }
 
   function arrowLabel(p) {
-    const flags = p[L.flags];
-    let label = flags + "  seq " + p[L.seq];
-    if (flags.indexOf(".") >= 0 || p[L.ack]) label += "  ack " + p[L.ack];
-    if (p[L.len]) label += "  len " + p[L.len];
+    let label = p.flags + "  seq " + p.seq;
+    if (p.flags.indexOf(".") >= 0 || p.ack) label += "  ack " + p.ack;
+    if (p.len) label += "  len " + p.len;
     return label;
   }
 
   // Packets of the connection that are not in the ladder: the analysis says how many (elided), or a
-  // direction's sequence numbers jump past bytes the ladder never showed.
-  function gapBefore(rows, i, next, r0) {
-    const p = rows[i], prev = rows[i - 1];
-    const elided = p.length > L.elided ? p[L.elided] : 0;
-    const jump = p[L.dframe] - prev[L.dframe] - 1;
+  // direction's sequence numbers jump past bytes the ladder never showed. Frames in between that are
+  // neither are other traffic or packets not kept: marked lightly.
+  function gapBefore(prev, p, next) {
+    const dir = p.fromClient ? 1 : 0, expected = next[dir];
     let missing = "";
-    const dir = p[L.bits] & 1, expected = next[dir];
-    if (expected !== undefined && p[L.flags].indexOf("R") < 0 && p[L.seq] > expected) {
-      missing = (dir ? "client → server" : "server → client") + " seq jumps " + expected + " → " + p[L.seq];
+    if (expected !== undefined && p.flags.indexOf("R") < 0 && p.seq > expected) {
+      missing = (p.fromClient ? "client → server" : "server → client") + " seq jumps " + expected + " → " + p.seq;
     }
-    if (elided > 0) return { big: true, label: "⋯ " + elided + " packets of this connection not kept"
-      + (missing ? " (" + missing + ")" : "") };
+    if (p.elided > 0) {
+      return { big: true, label: "⋯ " + p.elided + " packets of this connection not kept"
+        + (missing ? " (" + missing + ")" : "") };
+    }
     if (missing) return { big: true, label: "⋯ packets not shown: " + missing };
+    const jump = p.frame - prev.frame - 1;
     if (jump > 0) {
-      const first = r0 + prev[L.dframe] + 1, last = r0 + p[L.dframe] - 1;
-      return { big: false, label: (jump === 1 ? "frame " + first : "frames " + first + "–" + last) + " not shown" };
+      return { big: false, label: (jump === 1 ? "frame " + (prev.frame + 1)
+        : "frames " + (prev.frame + 1) + "–" + (p.frame - 1)) + " not shown" };
     }
     return null;
   }
 
   function ladder(i) {
     const r = R[i], rows = ladderRows(r), rstFrame = r[K.frame];
-    const evidence = new Set(r[K.evframes].map(function (f) { return f - rstFrame; }));
-    const main = rows.find(function (p) { return p[L.bits] & 2; }) || rows[rows.length - 1];
-    const rstFromClient = (main[L.bits] & 1) === 1;
-    const client = rstFromClient ? hostPort(A[r[K.src]], r[K.sport]) : hostPort(A[r[K.dst]], r[K.dport]);
-    const server = rstFromClient ? hostPort(A[r[K.dst]], r[K.dport]) : hostPort(A[r[K.src]], r[K.sport]);
-    const W = 700, xC = 200, xS = 580, top = 62, rowH = 30, drop = 9;
+    const cites = new Set(r[K.evframes].map(function (d) { return rstFrame + d; }));
+    const main = rows.find(function (p) { return p.main; }) || rows[rows.length - 1];
+    const src = hostPort(A[r[K.src]], r[K.sport]), dst = hostPort(A[r[K.dst]], r[K.dport]);
+    const client = main.fromClient ? src : dst, server = main.fromClient ? dst : src;
+    const Wd = 700, xC = 200, xS = 580, top = 62, rowH = 30, drop = 9;
     const uid = "l" + rstFrame;
     const items = [];
     let y = top;
     const next = {}; // per direction (1: client), the next sequence number expected
     for (let k = 0; k < rows.length; k++) {
       const p = rows[k];
-      if (k > 0) {
-        const gap = gapBefore(rows, k, next, rstFrame);
-        if (gap && gap.big) {
-          items.push(s("rect", { x: xC - 30, y: y - 6, width: xS - xC + 60, height: 20, class: "gap" }),
-            s("text", { x: (xC + xS) / 2, y: y + 8, "text-anchor": "middle", class: "gap-label" }, gap.label));
-          y += 26;
-        } else if (gap) {
-          items.push(s("line", { x1: 8, x2: xS + 40, y1: y - 3, y2: y - 3, class: "skip" }),
-            s("text", { x: 8, y: y + 6, class: "skip-label" },
-              "⋮ " + gap.label));
-          y += 12;
-        }
+      const gap = k > 0 ? gapBefore(rows[k - 1], p, next) : null;
+      if (gap && gap.big) {
+        items.push(s("rect", { x: xC - 30, y: y - 6, width: xS - xC + 60, height: 20, class: "gap" }),
+          s("text", { x: (xC + xS) / 2, y: y + 8, "text-anchor": "middle", class: "gap-label" }, gap.label));
+        y += 26;
+      } else if (gap) {
+        items.push(s("line", { x1: 8, x2: xS + 40, y1: y - 3, y2: y - 3, class: "skip" }),
+          s("text", { x: 8, y: y + 6, class: "skip-label" }, "⋮ " + gap.label));
+        y += 12;
       }
-      const fromClient = (p[L.bits] & 1) === 1, isMain = (p[L.bits] & 2) === 2;
-      const isRst = p[L.flags].indexOf("R") >= 0, cited = !isMain && evidence.has(p[L.dframe]);
-      const x1 = fromClient ? xC : xS, x2 = fromClient ? xS : xC;
-      const kind = isMain ? "rst" : isRst ? "rst other" : cited ? "cited" : "pkt";
-      const frame = rstFrame + p[L.dframe];
-      const g = s("g", { class: "arrow " + kind, "data-frame": frame },
-        s("title", null, "frame " + frame + ", " + seconds(p[L.t_us]) + ", " + (fromClient ? "client → server" :
-          "server → client") + ": " + arrowLabel(p) + (p[L.ttl] ? "  ttl " + p[L.ttl] : "")),
-        s("text", { x: 8, y: y + 8, class: "frame" }, "#" + frame),
-        s("text", { x: xC - 14, y: y + 8, "text-anchor": "end", class: "time" }, seconds(p[L.t_us])),
-        s("line", { x1: x1, y1: y, x2: x2 + (fromClient ? -3 : 3), y2: y + drop,
+      const isRst = p.flags.indexOf("R") >= 0, cited = !p.main && cites.has(p.frame);
+      const x1 = p.fromClient ? xC : xS, x2 = p.fromClient ? xS : xC;
+      const kind = p.main ? "rst" : isRst ? "rst other" : cited ? "cited" : "pkt";
+      const way = p.fromClient ? "client → server" : "server → client";
+      items.push(s("g", { class: "arrow " + kind, "data-frame": p.frame },
+        s("title", null, "frame " + p.frame + ", " + seconds(p.t) + ", " + way + ": " + arrowLabel(p)
+          + (p.ttl ? "  ttl " + p.ttl : "")),
+        s("text", { x: 8, y: y + 8, class: "frame" }, "#" + p.frame),
+        s("text", { x: xC - 14, y: y + 8, "text-anchor": "end", class: "time" }, seconds(p.t)),
+        s("line", { x1: x1, y1: y, x2: x2 + (p.fromClient ? -3 : 3), y2: y + drop,
           "marker-end": "url(#" + uid + (isRst ? "-r" : cited ? "-e" : "-p") + ")" }),
-        s("text", { x: (xC + xS) / 2, y: y - 2, "text-anchor": "middle", class: "label" },
-          arrowLabel(p)));
-      items.push(g);
-      if (p[L.flags].indexOf("R") < 0) {
-        const dir = fromClient ? 1 : 0;
-        const len = p[L.len] + (p[L.flags].indexOf("S") >= 0 ? 1 : 0) + (p[L.flags].indexOf("F") >= 0 ? 1 : 0);
-        next[dir] = Math.max(next[dir] === undefined ? 0 : next[dir], p[L.seq] + len);
+        s("text", { x: (xC + xS) / 2, y: y - 2, "text-anchor": "middle", class: "label" }, arrowLabel(p))));
+      if (!isRst) {
+        const dir = p.fromClient ? 1 : 0;
+        const len = p.len + (p.flags.indexOf("S") >= 0 ? 1 : 0) + (p.flags.indexOf("F") >= 0 ? 1 : 0);
+        next[dir] = Math.max(next[dir] === undefined ? 0 : next[dir], p.seq + len);
       }
       y += rowH;
     }
     const height = y + 6;
     function head(x, role, addr) {
       const attrs = { x: x, y: 36, "text-anchor": "middle", class: "addr" };
-      const room = 2 * Math.min(x - 4, W - x - 4);
+      const room = 2 * Math.min(x - 4, Wd - x - 4);
       if (addr.length * 7 > room) { attrs.textLength = room; attrs.lengthAdjust = "spacingAndGlyphs"; }
       return [s("text", { x: x, y: 18, "text-anchor": "middle", class: "role" }, role), s("text", attrs, addr)];
     }
@@ -286,7 +301,7 @@
       return s("marker", { id: id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7,
         orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z", fill: color }));
     }
-    return s("svg", { class: "ladder", width: W, height: height, viewBox: "0 0 " + W + " " + height,
+    return s("svg", { class: "ladder", width: Wd, height: height, viewBox: "0 0 " + Wd + " " + height,
       role: "img", "aria-label": "ladder diagram of the connection of frame " + rstFrame, "data-frame": rstFrame },
       s("defs", null, marker(uid + "-p", PACKET_COLOR), marker(uid + "-r", RST_COLOR),
         marker(uid + "-e", EVIDENCE_COLOR)),
@@ -306,10 +321,10 @@
     const explanation = h("div", { class: "explanation" },
       h("h3", null, swatch(cause.color), " ", cause.title),
       h("p", { class: "meta" }, h("code", null, cause.id), " · confidence " + pct(r[K.conf]) + " · sent by the ",
-        h("b", null, r[K.role]), " (" + r[K.sender] + ")"),
-      h("p", { class: "meta" }, "frame " + r[K.frame] + " · " + clock(r[K.ts], true) + " · ",
+        h("b", null, W[r[K.role]]), " (" + W[r[K.sender]] + ")"),
+      h("p", { class: "meta" }, "frame " + r[K.frame] + " · " + clock(time(r), true) + " · ",
         h("span", { class: "addr" }, hostPort(A[r[K.src]], r[K.sport]) + " → " + hostPort(A[r[K.dst]], r[K.dport])),
-        " · " + r[K.flags] + " seq " + r[K.seq] + " ack " + r[K.ack] + " ttl " + r[K.ttl] + " · uid ",
+        " · " + W[r[K.flags]] + " seq " + r[K.seq] + " ack " + r[K.ack] + " ttl " + r[K.ttl] + " · uid ",
         h("code", null, r[K.uid])),
       cause.summary ? h("details", null, h("summary", null, "What this cause is"), h("p", null, cause.summary)) : null,
       section("Evidence", evidence.length ? h("ul", { class: "evidence" },
@@ -317,7 +332,7 @@
       section("Payload of the RST", r[K.payload] ? h("pre", { class: "payload" }, r[K.payload]) : null),
       section("Diagnostic payload", r[K.diag] ? h("pre", { class: "payload" }, JSON.stringify(r[K.diag], null, 1))
         : null),
-      section("Other possible causes", r[K.alts].length ? h("ul", { class: "alts" }, r[K.alts].map(function (a) {
+      section("Other possible causes", r[K.alts].length ? h("ul", { class: "alts" }, alternatives(r).map(function (a) {
         const c = C[a[0]];
         return h("li", null, swatch(c.color), " ", h("code", null, c.id), " " + pct(a[1]) + " · " + c.title);
       })) : null),
@@ -336,7 +351,7 @@
 
   function clearFilters() {
     $("filters").reset();
-    Object.assign(state, { cause: -1, sender: "", addr: "", port: "", text: "", tmin: null, tmax: null });
+    Object.assign(state, { cause: -1, sender: -1, addr: "", port: "", text: "", tmin: null, tmax: null });
   }
 
   function select(i, scroll) {
@@ -392,21 +407,33 @@
     }
     const senders = new Map();
     for (const r of R) senders.set(r[K.sender], (senders.get(r[K.sender]) || 0) + 1);
-    for (const [name, n] of senders) senderSelect.appendChild(h("option", { value: name }, name + " (" + n + ")"));
+    for (const [w, n] of senders) senderSelect.appendChild(h("option", { value: w }, W[w] + " (" + n.toLocaleString("en") + ")"));
     causeSelect.addEventListener("change", function () { setCause(causeSelect.value === "" ? -1 : Number(causeSelect.value)); });
-    senderSelect.addEventListener("change", function () { state.sender = senderSelect.value; refresh(); });
+    senderSelect.addEventListener("change", function () {
+      state.sender = senderSelect.value === "" ? -1 : Number(senderSelect.value);
+      refresh();
+    });
+    // typing refreshes once the typing pauses (a text search reads every reset); Enter or leaving the
+    // field refreshes at once
     let timer = 0;
-    for (const [id, key] of [["f-addr", "addr"], ["f-port", "port"], ["f-text", "text"]]) {
-      const input = $(id);
-      input.addEventListener("input", function () {
+    const typed = function () {
+      clearTimeout(timer);
+      const next = { addr: $("f-addr").value.trim(), port: $("f-port").value.trim(), text: $("f-text").value.trim() };
+      if (next.addr === state.addr && next.port === state.port && next.text === state.text) return;
+      Object.assign(state, next);
+      refresh();
+    };
+    for (const id of ["f-addr", "f-port", "f-text"]) {
+      $(id).addEventListener("input", function () {
         clearTimeout(timer);
-        timer = setTimeout(function () { state[key] = input.value.trim(); refresh(); }, R.length > 20000 ? 250 : 60);
+        timer = setTimeout(typed, R.length > 20000 ? 250 : 60);
       });
+      $(id).addEventListener("change", typed);
     }
     $("filters").addEventListener("submit", function (e) { e.preventDefault(); });
     $("filters").addEventListener("reset", function () {
       setTimeout(function () {
-        Object.assign(state, { cause: -1, sender: "", addr: "", port: "", text: "", tmin: null, tmax: null });
+        Object.assign(state, { cause: -1, sender: -1, addr: "", port: "", text: "", tmin: null, tmax: null });
         refresh();
       }, 0);
     });
@@ -471,7 +498,12 @@
     });
     const tl = D.timeline;
     const labels = [];
-    for (let b = 0; b < tl.bins; b++) labels.push(clock(tl.t0 + b * tl.step).slice(0, tl.step >= 1 ? 8 : 12));
+    const days = tl.step * tl.bins > 86400;
+    for (let b = 0; b < tl.bins; b++) {
+      const at = tl.t0 + b * tl.step;
+      labels.push(days ? new Date(at * 1000).toISOString().slice(5, 16).replace("T", " ")
+        : clock(at).slice(0, tl.step >= 1 ? 8 : 12));
+    }
     new Chart($("chart-timeline"), {
       type: "bar",
       data: {
@@ -506,5 +538,6 @@
   refresh();
   charts();
   fromHash();
-  document.documentElement.setAttribute("data-ready", "1");
+  // when the page became usable, for the tests and the size benchmark
+  document.documentElement.setAttribute("data-ready-ms", String(Math.round(performance.now())));
 })();
