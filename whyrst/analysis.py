@@ -240,6 +240,9 @@ def analyze(
                       "cut short")
     if prepass.forgotten:
         warnings.warn(f"the connection count is approximate: {prepass.forgotten} idle tuples were forgotten")
+    if getattr(prepass, "hosts_forgotten", 0):
+        warnings.warn(f"host facts (usual TTLs, probed ports) are approximate: {prepass.hosts_forgotten} entries "
+                      f"of hosts seen once were forgotten (more than {prepass.max_hosts} distinct hosts)")
 
     hosts = HostView(ttls=prepass.ttls, probed_ports=prepass.probed)
     contexts: list[ResetContext] = []

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from whyrst.capture.records import Records
 
 INACTIVITY_NS = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout: a longer silence starts a new connection
+# Entries each host table may hold ((address, TTL) pairs; (source, destination, port) probes). A spoofed SYN
+# flood brings a new source address with every packet: past this, single-packet sources are forgotten (one
+# packet says little about a host's usual TTL, and a source needs several probes to look like a scan).
+MAX_HOSTS = 1_000_000
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -67,7 +71,7 @@ class NumpyPrepass:
     """The prepass in plain numpy and Python (when numba is missing, and the reference the compiled one is
     tested against): host facts as dicts keyed by address text, RST tuples as a set of flow hashes."""
 
-    def __init__(self, max_tuples: int = 1_000_000) -> None:
+    def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
         self.ttls: dict[str, Counter[int]] = defaultdict(Counter)
         self.probed: dict[str, set[tuple[str, int]]] = defaultdict(set)
         self.rst_tuples: set[int] = set()
@@ -76,6 +80,8 @@ class NumpyPrepass:
         self._last: dict[int, tuple[int, int]] = {}  # tuple hash -> (last ts, last SYN seq or -1)
         self.max_tuples = max_tuples
         self.forgotten = 0
+        self.max_hosts = max_hosts
+        self.hosts_forgotten = 0  # host table entries dropped to stay within max_hosts
         self._addr_cache: dict[tuple[int, bytes], str] = {}
 
     def rst_hashes(self) -> np.ndarray:
@@ -113,7 +119,22 @@ class NumpyPrepass:
         self._host_ttls(batch, rows[~is_rst])
         self._probes(batch, rows[((flags & SYN) != 0) & ((flags & ACK) == 0)])
         self._count_connections(hashes, c["ts_ns"][rows], flags, c["seq"][rows])
+        if len(self.ttls) > self.max_hosts or len(self.probed) > self.max_hosts:
+            self._trim_hosts()
         return hashes
+
+    def _trim_hosts(self) -> None:
+        """Forget single-packet hosts and single-probe sources; then, if still too many, the least seen."""
+        for table, weight in ((self.ttls, lambda v: v.total()), (self.probed, len)):
+            if len(table) <= self.max_hosts:
+                continue
+            kept = {a: v for a, v in table.items() if weight(v) > 1}
+            if len(kept) > self.max_hosts // 2:
+                top = sorted(kept.items(), key=lambda kv: -weight(kv[1]))[: self.max_hosts // 2]
+                kept = dict(top)
+            self.hosts_forgotten += len(table) - len(kept)
+            table.clear()
+            table.update(kept)
 
     def _host_ttls(self, batch: PacketBatch, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -305,12 +326,14 @@ class CompiledPrepass:
     Memory follows the distinct tuples and hosts (never the packets); the connection table is trimmed
     like :class:`NumpyPrepass`'s once it holds more than ``max_tuples`` tuples."""
 
-    def __init__(self, max_tuples: int = 1_000_000) -> None:
+    def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
         from whyrst.tcp import _prepass_kernels as k
 
         self._k = k
         self.max_tuples = max_tuples
         self.forgotten = 0
+        self.max_hosts = max_hosts
+        self.hosts_forgotten = 0  # host table entries dropped to stay within max_hosts
         self.stats = np.zeros(8, dtype=np.int64)
         self._conns = self._empty_conns(MIN_SLOTS)
         self._rsts = (np.zeros(MIN_SLOTS, dtype=np.uint64), np.zeros(MIN_SLOTS, dtype=np.uint8))
@@ -374,6 +397,47 @@ class CompiledPrepass:
         self._ttl_view = self._probe_view = None
         if self.stats[k.ST_CONNS] > self.max_tuples:
             self._forget_idle(int(self.stats[k.ST_MAX_TS]))
+        if self.stats[k.ST_TTLS] > self.max_hosts:
+            self._trim_ttls()
+        if self.stats[k.ST_PROBES] > self.max_hosts:
+            self._trim_probes()
+
+    def _trim_ttls(self) -> None:
+        """As :meth:`NumpyPrepass._trim_hosts`, per (address, TTL) entry: single packets go first."""
+        n, used = self._ttls[3], self._ttls[4]
+        keep = used.view(bool) & (n > 1)
+        if np.count_nonzero(keep) > self.max_hosts // 2:
+            rows = np.flatnonzero(keep)
+            keep[:] = False
+            keep[rows[np.argsort(-n[rows], kind="stable")[: self.max_hosts // 2]]] = True
+        self._rebuild_hosts(self._ttls, keep, self._empty_ttls, self._k.rehash_ttls, self._k.ST_TTLS)
+
+    def _trim_probes(self) -> None:
+        """Sources with one probe go first (a scan needs several); then the sources with the fewest."""
+        s0, s1, vp, used = self._probes[0], self._probes[1], self._probes[4], self._probes[5]
+        live = np.flatnonzero(used)
+        src = _key64(vp[live] >> np.uint32(16), s0[live], s1[live])
+        _, inverse, counts = np.unique(src, return_inverse=True, return_counts=True)
+        per = counts[inverse]
+        keep = np.zeros(len(used), dtype=bool)
+        keep[live[per > 1]] = True
+        if np.count_nonzero(keep) > self.max_hosts // 2:
+            order = np.argsort(-per, kind="stable")[: self.max_hosts // 2]
+            keep[:] = False
+            keep[live[order]] = True
+        self._rebuild_hosts(self._probes, keep, self._empty_probes, self._k.rehash_probes, self._k.ST_PROBES)
+
+    def _rebuild_hosts(self, table: tuple[np.ndarray, ...], keep: np.ndarray,
+                       empty: Callable[[int], tuple[np.ndarray, ...]], rehash: Callable[..., None], stat: int) -> None:
+        kept = int(np.count_nonzero(keep))
+        self.hosts_forgotten += int(self.stats[stat]) - kept
+        new = empty(len(table[0]))
+        rehash(*table[:-1], keep.view(np.uint8), *new)
+        if table is self._ttls:
+            self._ttls = new
+        else:
+            self._probes = new
+        self.stats[stat] = kept
 
     def _grow(self, which: int) -> None:
         k = self._k
@@ -471,14 +535,15 @@ class CompiledPrepass:
         return self._probe_view
 
 
-def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000) -> NumpyPrepass | CompiledPrepass:
+def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000,
+                max_hosts: int = MAX_HOSTS) -> NumpyPrepass | CompiledPrepass:
     """The compiled prepass when numba is there (``engine`` "auto" or "numba"), else the numpy one."""
     if engine in ("auto", "numba"):
         from whyrst.capture import fast
 
         if fast.available():
-            return CompiledPrepass(max_tuples)
-    return NumpyPrepass(max_tuples)
+            return CompiledPrepass(max_tuples, max_hosts)
+    return NumpyPrepass(max_tuples, max_hosts)
 
 
 Prepass = NumpyPrepass  # the name older callers used
