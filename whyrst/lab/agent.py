@@ -234,8 +234,9 @@ def hold_server(addr: str, port: int) -> None:
     say("READY")
     wait_cmd("close", timeout=60)
     stop.set()
-    for c in conns:
+    for c in list(conns):
         with contextlib.suppress(OSError):
+            c.shutdown(socket.SHUT_RDWR)  # the FIN now; close() alone waits for the reader thread's recv
             c.close()
     srv.close()
     time.sleep(0.3)
@@ -383,7 +384,12 @@ def keepalive_reuse(dst: str, port: int) -> None:
     reply = s.recv(65536)
     time.sleep(0.3)  # the server's FIN arrives now; the client does not read it before writing
     s.sendall(b"second request\n")
-    say("RESULT", reply=reply.decode(errors="replace"), then=wait_reset(s, 2.0))
+    then = wait_reset(s, 2.0)
+    # The server's FIN was queued before the RST: the read sees EOF first, the reset shows in SO_ERROR
+    # (EPIPE: a reset in CLOSE_WAIT) or on the next write.
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    say("RESULT", reply=reply.decode(errors="replace"), then=then,
+        so_error=errno.errorcode.get(err, str(err)) if err else None)
     s.close()
 
 
@@ -639,6 +645,8 @@ def _scapy() -> Any:
     import scapy.all as sc
 
     sc.conf.verb = 0
+    # Raw IP sockets: the kernel routes and uses its neighbour table, so scapy sends no ARP of its own
+    sc.conf.L3socket = sc.L3RawSocket
     return sc
 
 
@@ -658,7 +666,7 @@ def inject(iface: str, server: str, port: int, ttl: int = 44, quiet: float = 0.3
     while time.monotonic() < deadline:
         time.sleep(0.05)
         data = [p for p in seen if p[sc.IP].src == server and len(p[sc.TCP].payload) > 0]
-        if data and time.monotonic() - float(seen[-1].time) > quiet:
+        if data and time.time() - float(seen[-1].time) > quiet:
             last = data[-1]
             break
     sniffer.stop()

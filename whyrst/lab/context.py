@@ -57,12 +57,13 @@ class Ctx:
 
     # -- processes ---------------------------------------------------------------------------------------
 
-    def agent(self, role: str, name: str, ready: bool = False, timeout: float = 10.0, **kw: Any) -> Proc:
-        """Start an agent role in a namespace; with ``ready``, wait for its READY line."""
+    def agent(self, role: str, name: str, ready: bool | float = False, **kw: Any) -> Proc:
+        """Start an agent role in a namespace with ``key=value`` arguments; with ``ready`` (True, or the
+        seconds to allow), wait for its READY line."""
         p = self.topo.agent(role, name, **kw)
         self._procs.append(p)
         if ready:
-            p.expect("READY", timeout)
+            p.expect("READY", 10.0 if ready is True else float(ready))
         return p
 
     def spawn(self, role: str, name: str, argv: list[str]) -> Proc:

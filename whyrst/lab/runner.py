@@ -233,9 +233,13 @@ class Lab:
             res.reasons[cause] = {str(k): n for k, n in reason_counts(labels, cause).most_common()}
         res.labelled = dict(Counter(g[0].cause or "(unlabelled)" for g in unique_resets(labels).values()))
         res.checks = [c.__dict__ for c in ctx.checks]
+        stray = [g[0] for g in unique_resets(labels).values() if g[0].cause is None]
+        if stray:
+            ctx.note(f"{len(stray)} RST(s) outside the scenario's story (cause null in labels.jsonl): "
+                     + ", ".join(f"{s.src}:{s.sport} > {s.dst}:{s.dport}" for s in stray[:4]))
         res.notes = ctx.notes
         res.unmatched_events = [f"{ev.reason} {ev.state or '-'} {ev.local[0]}:{ev.local[1]} > "
-                                f"{ev.remote[0]}:{ev.remote[1]}" for ev in unmatched_events(labels, events)]
+                                f"{ev.remote[0]}:{ev.remote[1]}" for ev in unmatched_events(pcaps, events)]
         # Reproduced: the cause's RST is on the wire, every RST of each label came with an expected kernel
         # reason (None: no event at all), and the scenario's own checks hold.
         ok = res.error is None and res.labelled.get(sc.id, 0) > 0 and all(c.ok for c in ctx.checks)

@@ -57,8 +57,18 @@ def preflight() -> None:
         raise LabError(f"network namespaces are not available (ip netns list: {r.stderr.strip()})")
 
 
+DEBUG = bool(os.environ.get("WHYRST_LAB_DEBUG"))
+
+
+def debug(text: str) -> None:
+    if DEBUG:
+        print(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1e6) % 1000000:06d} {text}", file=sys.stderr,
+              flush=True)
+
+
 def run(cmd: list[str], *, check: bool = True, timeout: float = 20, input: str | None = None
         ) -> subprocess.CompletedProcess[str]:
+    debug("$ " + " ".join(cmd))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
     if check and r.returncode != 0:
         raise LabError(f"{' '.join(cmd)}: {(r.stderr or r.stdout).strip() or f'exit status {r.returncode}'}")
@@ -91,6 +101,7 @@ class Proc:
     def _pump(self, stream: Any, protocol: bool) -> None:
         for line in stream:
             line = line.rstrip("\n")
+            debug(f"{self.name}: {line}")
             self.log.append(line)
             if protocol:
                 self.lines.put(line)
@@ -132,6 +143,7 @@ class Proc:
                 return info
 
     def send(self, line: str) -> None:
+        debug(f"{self.name} <- {line}")
         try:
             assert self.popen.stdin is not None
             self.popen.stdin.write(line + "\n")

@@ -72,28 +72,40 @@ def wire_key(rst: Packet, fixed: set[str]) -> tuple[Any, ...]:
     return ("exact", rst.src, rst.sport, rst.dst, rst.dport, rst.seq, ackv)
 
 
+def _wildcard(ev: ResetEvent) -> bool:
+    """A listener's event: the kernel prints the listening socket's addresses, so the peer is 0.0.0.0:0."""
+    return ev.remote[1] == 0 and ev.remote[0] in ("0.0.0.0", "::", "")
+
+
 def join(pcap: PcapFile, events: list[tuple[float, ResetEvent]]) -> dict[int, ResetEvent]:
-    """frame -> the sent-RST event behind that RST (exact 4-tuple, time order)."""
-    by_tuple: dict[tuple[str, int, str, int], list[tuple[float, ResetEvent]]] = {}
-    for wall, ev in events:
-        if ev.direction == "sent":
-            by_tuple.setdefault((*ev.local, *ev.remote), []).append((wall, ev))
-    for lst in by_tuple.values():
-        lst.sort(key=lambda x: x[0])
-    used: set[tuple[tuple[str, int, str, int], int]] = set()
+    """frame -> the sent-RST event behind that RST.
+
+    Candidates are the unused events of the RST's 4-tuple and those of a listener on its source
+    endpoint; the one closest before the packet wins: an earlier event of the same tuple may be a RST
+    that never reached the wire (dropped by a rule of the scenario)."""
+    sent = sorted(((w, ev) for w, ev in events if ev.direction == "sent"), key=lambda x: x[0])
+    exact: dict[tuple[str, int, str, int], list[int]] = {}
+    listen: dict[int, list[int]] = {}  # by port: a listener bound to 0.0.0.0 names no address
+    for i, (_, ev) in enumerate(sent):
+        if _wildcard(ev):
+            listen.setdefault(ev.local[1], []).append(i)
+        else:
+            exact.setdefault((*ev.local, *ev.remote), []).append(i)
+    used: set[int] = set()
     out: dict[int, ResetEvent] = {}
     for rst in pcap.rsts:
-        tup = (rst.src, rst.sport, rst.dst, rst.dport)
-        cands = by_tuple.get(tup, [])
+        cands = exact.get((rst.src, rst.sport, rst.dst, rst.dport), []) + [
+            i for i in listen.get(rst.sport, []) if sent[i][1].local[0] in (rst.src, "0.0.0.0", "::")]
         best = None
-        for i, (wall, _ev) in enumerate(cands):
-            if wall > rst.ts + LEAD:
-                break
-            if (tup, i) not in used and wall >= rst.ts - WINDOW:
-                best = i  # the latest one before the packet: an earlier one may be a RST that never left
+        for i in cands:
+            wall = sent[i][0]
+            if i in used or not rst.ts - WINDOW <= wall <= rst.ts + LEAD:
+                continue
+            if best is None or wall > sent[best][0]:
+                best = i
         if best is not None:
-            used.add((tup, best))
-            out[rst.frame] = cands[best][1]
+            used.add(best)
+            out[rst.frame] = sent[best][1]
     return out
 
 
@@ -142,9 +154,10 @@ def reason_counts(labels: list[Label], cause: str | None = None) -> Counter[str 
     return c
 
 
-def unmatched_events(labels: list[Label], events: list[tuple[float, ResetEvent]]) -> list[ResetEvent]:
+def unmatched_events(pcaps: dict[str, PcapFile], events: list[tuple[float, ResetEvent]]) -> list[ResetEvent]:
     """Kernel resets of the lab that reached no capture (dropped by a firewall rule of the scenario, or
     sent toward an address no vantage sees)."""
-    seen = {(lab.src, lab.sport, lab.dst, lab.dport) for lab in labels if lab.kernel_match == "exact"}
-    return [ev for _, ev in events if ev.direction == "sent" and (*ev.local, *ev.remote) not in seen]
-
+    matched: set[int] = set()
+    for pc in pcaps.values():
+        matched.update(id(ev) for ev in join(pc, events).values())
+    return [ev for _, ev in events if ev.direction == "sent" and id(ev) not in matched]
