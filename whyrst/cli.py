@@ -179,6 +179,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from whyrst.analysis import tune_process
+    from whyrst.report.annotate import annotate
+
+    tune_process()
+    done = annotate(args.capture[0], args.output)
+    print(f"whyrst: wrote {args.output}: {done.packets} packets, {done.resets} RSTs explained, "
+          f"{done.comments} packet comments", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="whyrst", description="Why did this TCP connection get reset?")
     p.add_argument("--version", action="version", version=f"whyrst {__version__}")
@@ -214,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="a cause's page: what, why, wire signature, confirm, fix")
     e.add_argument("cause")
     e.set_defaults(func=cmd_explain)
+
+    an = sub.add_parser("annotate", help="write the capture as pcapng with a comment on every RST and its evidence")
+    an.add_argument("capture", nargs=1, help="pcap or pcapng file (plain or gzip)")  # a list, as main() expects
+    an.add_argument("output", help="the pcapng file to write")
+    an.set_defaults(func=cmd_annotate)
 
     import importlib
 
