@@ -1,6 +1,15 @@
-"""``whyrst lab`` end to end: the scenarios reproduce their causes with the expected kernel reasons, the
-labels point at real RSTs in the pcaps, and nothing is left behind, neither after a run nor after a run
-killed at a random moment. Needs root and network namespaces; the lab runs once for the module."""
+"""``whyrst lab`` end to end: one real lab run (all cases, all vantages) judged from the outside.
+
+The test reads only what the lab promises to the world: the ``--out`` directory (pcaps, ``labels.jsonl``),
+the namespaces, tracefs instances and processes it may leave behind, and ``whyrst.analyze`` on its pcaps.
+The ground truth is checked against tshark and against the kernel reasons measured on this kernel
+(/work/shared/notes/kernel-reasons.md), so a lab that labels the wrong packets or the wrong reasons fails here
+even when its own summary says "reproduced".
+
+The lab runs as a subprocess so that its signal handlers, atexit hook and exit status are the real ones, and
+so that a SIGTERM can be sent to it. Its namespaces are recorded by inode while it runs: a process still
+inside one of them afterwards (tcpdump, nginx, an agent) is a leak even when the name is gone.
+"""
 
 from __future__ import annotations
 
@@ -11,37 +20,312 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-TRACEFS = Path("/sys/kernel/tracing/instances")
+TRACEFS_INSTANCES = ("/sys/kernel/tracing/instances", "/sys/kernel/debug/tracing/instances")
+NS_PREFIX = "whyrst-lab-"
 
-
-def _why_not() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode:
-        return "needs ip netns"
-    for tool in ("tcpdump", "iptables", "conntrack"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    return None
-
-
-SKIP = _why_not()
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(SKIP is not None, reason=str(SKIP))]
-
+# The seed write-up's causes (the catalog ids of its sections).
 WRITE_UP = ("closed-port", "firewall-reject", "abortive-close", "syn-existing-tuple", "accept-queue-overflow",
             "half-open", "listen-close-queued", "time-wait-assassination", "unread-data-close", "nat-expired",
             "connect-then-close")
+
+# sk_rst_reason names measured on this kernel for each cause (None: no tcp_send_reset event, i.e. netfilter
+# or a forged packet). A label outside its set is mislabelled ground truth, not a kernel surprise.
+KERNEL_REASONS: dict[str, frozenset[str | None]] = {
+    "closed-port": frozenset({"NO_SOCKET"}),
+    "firewall-reject": frozenset({None}),
+    "abortive-close": frozenset({"TCP_STATE"}),
+    "unread-data-close": frozenset({"TCP_ABORT_ON_CLOSE"}),
+    "data-after-close": frozenset({"TCP_TIMEWAIT_SOCKET", "TCP_ABORT_ON_DATA"}),
+    "syn-existing-tuple": frozenset({"TCP_INVALID_ACK_SEQUENCE"}),
+    "accept-queue-overflow": frozenset({"INVALID_SYN"}),
+    "listen-close-queued": frozenset({"TCP_STATE"}),
+    "half-open": frozenset({"NO_SOCKET", "TCP_FLAGS"}),
+    "time-wait-assassination": frozenset({"TCP_FLAGS", "NO_SOCKET"}),
+    "nat-expired": frozenset({"TCP_FLAGS", "NO_SOCKET"}),
+    "connect-then-close": frozenset({"NO_SOCKET"}),
+    "keepalive-timeout": frozenset({"TCP_KEEPALIVE_TIMEOUT"}),
+    "injected": frozenset({None}),
+}
+
+LABEL_FIELDS = ("pcap", "frame", "src", "sport", "dst", "dport", "seq", "cause", "kernel_reason", "vantage", "case")
+
+
+def _can_run() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("ip") is None or subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
+        return "no ip netns"
+    try:
+        import whyrst.lab  # noqa: F401
+    except ImportError as err:
+        return f"whyrst.lab is not importable: {err}"
+    return None
+
+
+_why_not = _can_run()
+if _why_not:
+    pytest.skip(_why_not, allow_module_level=True)
+
+
+# -- running the lab and watching what it owns ---------------------------------------------------------------
+
+
+def _ns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def _lab_namespaces(pid: int) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(f"{NS_PREFIX}{pid}-")]
+
+
+def _lab_instances(pid: int) -> list[str]:
+    found = []
+    for root in TRACEFS_INSTANCES:
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        found += [f"{root}/{n}" for n in names if n.startswith(NS_PREFIX) and str(pid) in n.split("-")]
+    return found
+
+
+def _named_inodes() -> dict[int, str]:
+    """Network namespace inode -> the name it has now under /run/netns."""
+    out = {}
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return out
+    for n in names:
+        ino = _ns_inode(n)
+        if ino is not None:
+            out[ino] = n
+    return out
+
+
+def _procs_in(inodes: set[int], out_dir: Path, pid: int = 0) -> list[str]:
+    """Processes inside one of the lab's namespaces, or holding a file of its output directory. An inode
+    recorded while the lab ran may since have been recycled for another lab's namespace (labs running at
+    the same time): a process there is not this lab's."""
+    found = []
+    me = os.getpid()
+    recycled = {ino for ino, name in _named_inodes().items() if not name.startswith(f"{NS_PREFIX}{pid}-")}
+    inodes = inodes - recycled
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry}/ns/net").st_ino
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{entry}/stat") as fh:
+                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if ino in inodes or str(out_dir) in cmd:
+            found.append(f"{entry} {cmd[:100]}")
+    return found
+
+
+@dataclass
+class LabRun:
+    out_dir: Path
+    pid: int = 0
+    returncode: int | None = None
+    duration: float = 0.0
+    output: str = ""
+    inodes: set[int] = field(default_factory=set)
+    namespaces: set[str] = field(default_factory=set)
+
+    def leftovers(self) -> list[str]:
+        return ([f"netns {n}" for n in _lab_namespaces(self.pid)]
+                + [f"tracefs {i}" for i in _lab_instances(self.pid)]
+                + [f"process {p}" for p in _procs_in(self.inodes, self.out_dir, self.pid)])
+
+
+def run_lab(out_dir: Path, args: list[str], kill_after: float | None = None, timeout: float = 300) -> LabRun:
+    """``whyrst lab --out OUT_DIR ARGS`` in a subprocess; with ``kill_after``, SIGTERM it after that long."""
+    run = LabRun(out_dir)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "whyrst", "lab", "--out", str(out_dir), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, COLUMNS="200"))
+    run.pid = proc.pid
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    killed = False
+    while proc.poll() is None:
+        for name in _lab_namespaces(proc.pid):
+            ino = _ns_inode(name)
+            if ino is not None:
+                run.inodes.add(ino)
+                run.namespaces.add(name)
+        elapsed = time.monotonic() - t0
+        if kill_after is not None and not killed and elapsed >= kill_after:
+            proc.send_signal(signal.SIGTERM)
+            killed = True
+        if elapsed > timeout:
+            proc.kill()
+            break
+        time.sleep(0.1)
+    run.returncode = proc.wait()
+    reader.join(5)
+    run.duration = time.monotonic() - t0
+    run.output = "".join(chunks)
+    return run
+
+
+# -- the module's one full run -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> LabRun:
+    out = tmp_path_factory.mktemp("lab")
+    run = run_lab(out, ["--seed", "1", "--vantage", "all"])
+    print(run.output)
+    return run
+
+
+@pytest.fixture(scope="module")
+def labels(lab: LabRun) -> list[dict[str, Any]]:
+    path = lab.out_dir / "labels.jsonl"
+    assert path.exists(), f"no labels.jsonl (exit {lab.returncode}):\n{lab.output[-3000:]}"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _by_cause(labels: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for lab_ in labels:
+        if lab_.get("cause"):
+            out.setdefault(lab_["cause"], []).append(lab_)
+    return out
+
+
+def test_run_finishes_in_time(lab: LabRun) -> None:
+    assert lab.returncode in (0, 1), f"exit {lab.returncode}:\n{lab.output[-3000:]}"
+    assert lab.duration < 180, f"the lab took {lab.duration:.0f} s"
+    assert lab.namespaces, "never saw the lab's namespaces while it ran"
+
+
+def test_labels_have_the_fields(labels: list[dict[str, Any]]) -> None:
+    assert labels
+    for lab_ in labels:
+        missing = [f for f in LABEL_FIELDS if f not in lab_]
+        assert not missing, f"label without {missing}: {lab_}"
+        assert lab_["vantage"] in ("client", "router", "server")
+        assert isinstance(lab_["frame"], int) and lab_["frame"] >= 1
+
+
+def test_write_up_causes_reproduced(labels: list[dict[str, Any]]) -> None:
+    """At least 10 of the write-up's 11 causes: an RST labelled with the cause, all with this kernel's reasons."""
+    by_cause = _by_cause(labels)
+    verdict: dict[str, str] = {}
+    for cause in WRITE_UP:
+        labs = by_cause.get(cause, [])
+        if not labs:
+            verdict[cause] = "no RST labelled"
+            continue
+        seen = Counter(lab_["kernel_reason"] for lab_ in labs)
+        wrong = {r: n for r, n in seen.items() if r not in KERNEL_REASONS[cause]}
+        verdict[cause] = f"reasons outside {sorted(map(str, KERNEL_REASONS[cause]))}: {wrong}" if wrong else "ok"
+    reproduced = [c for c, v in verdict.items() if v == "ok"]
+    assert len(reproduced) >= 10, json.dumps(verdict, indent=1)
+
+
+def test_label_frames_are_the_rsts(lab: LabRun, labels: list[dict[str, Any]]) -> None:
+    """Every RST of every pcap has exactly one label line, at the frame tshark numbers it."""
+    if shutil.which("tshark") is None:
+        pytest.skip("no tshark")
+    by_pcap: dict[str, list[int]] = {}
+    for lab_ in labels:
+        by_pcap.setdefault(lab_["pcap"], []).append(lab_["frame"])
+    problems = []
+    for pcap in sorted(lab.out_dir.glob("*.pcap")):
+        r = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", "tcp.flags.reset==1", "-T", "fields",
+                            "-e", "frame.number"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rsts = sorted(int(x) for x in r.stdout.split())
+        labelled = sorted(by_pcap.pop(pcap.name, []))
+        if rsts != labelled:
+            problems.append(f"{pcap.name}: RST frames {rsts}, labelled frames {labelled}")
+    problems += [f"{name}: labelled but not in the output directory" for name in by_pcap]
+    assert not problems, "\n".join(problems)
+
+
+def test_nothing_left_after_the_run(lab: LabRun) -> None:
+    assert not lab.leftovers()
+
+
+def _analyzer() -> bool:
+    try:
+        import whyrst
+    except ImportError:
+        return False
+    return callable(getattr(whyrst, "analyze", None))
+
+
+@pytest.mark.xfail(not _analyzer(), reason="whyrst.analyze does not exist yet", strict=False)
+def test_verdicts_match_the_labels(lab: LabRun, labels: list[dict[str, Any]]) -> None:
+    """whyrst's first cause is the label's for at least 95% of the labelled resets (all vantages)."""
+    import whyrst
+
+    verdicts: dict[str, dict[int, Any]] = {}
+    pairs: list[tuple[str, str, str]] = []  # (label cause, first cause, second cause)
+    for lab_ in labels:
+        if not lab_.get("cause"):
+            continue
+        if lab_["pcap"] not in verdicts:
+            rep = whyrst.analyze(str(lab.out_dir / lab_["pcap"]))
+            verdicts[lab_["pcap"]] = {int(r.frame): r for r in rep.resets}
+        r = verdicts[lab_["pcap"]].get(int(lab_["frame"]))
+        first = str(r.cause) if r is not None else "(not reported)"
+        alts = [str(a.cause) for a in (getattr(r, "alternatives", None) or [])]
+        second = alts[0] if alts and alts[0] != first else (alts[1] if len(alts) > 1 else "")
+        pairs.append((lab_["cause"], first, second))
+    assert pairs
+    first_ok = sum(c == f for c, f, _ in pairs)
+    two_ok = sum(c in (f, s) for c, f, s in pairs)
+    confusion = Counter((c, f) for c, f, _ in pairs)
+    table = "\n".join(f"  {c:<26} -> {f:<26} {n}" for (c, f), n in sorted(confusion.items()))
+    summary = (f"first cause matches {first_ok}/{len(pairs)} ({first_ok / len(pairs):.1%}), within the first two "
+               f"{two_ok}/{len(pairs)} ({two_ok / len(pairs):.1%})\nconfusion (label -> whyrst's first cause):\n"
+               + table)
+    print(summary)
+    assert first_ok >= 0.95 * len(pairs), summary
+
+
+def test_sigterm_at_a_random_moment_leaves_nothing(tmp_path: Path) -> None:
+    rng = random.Random()
+    delay = round(rng.uniform(0.5, 25.0), 2)
+    run = run_lab(tmp_path, ["--seed", "2"], kill_after=delay, timeout=120)
+    left = run.leftovers()
+    assert not left, f"SIGTERM after {delay} s (exit {run.returncode}) left: {left}\n{run.output[-2000:]}"
+    assert run.returncode != 0 or run.duration < delay + 1, f"SIGTERM after {delay} s ignored"
+
+
+# -- the lab's own account (summary.json), cleanup of a SIGKILLed run, the one-line refusal ---------------------
+
 EXTRAS = ("data-after-close", "keepalive-timeout", "injected", "scan", "idle-timeout")
 
-# The reason each cause must show on this kernel (Linux >= 6.10 has sk_rst_reason); None: no kernel event
-# (netfilter's REJECT and forged resets do not pass tcp_send_reset).
+# The reason each cause must show at least once on this kernel (sk_rst_reason, Linux >= 6.10); "None": the
+# RSTs come without a tcp_send_reset event (netfilter's REJECT, forged packets).
 MUST_SEE = {
     "closed-port": "NO_SOCKET",
     "unread-data-close": "TCP_ABORT_ON_CLOSE",
@@ -57,220 +341,71 @@ MUST_SEE = {
 }
 
 
+@pytest.fixture(scope="module")
+def summary(lab: LabRun) -> dict[str, dict[str, Any]]:
+    path = lab.out_dir / "summary.json"
+    assert path.exists(), f"no summary.json (exit {lab.returncode}):\n{lab.output[-3000:]}"
+    return {c["id"]: c for c in json.loads(path.read_text())["cases"]}
+
+
 def _has_reason_field() -> bool:
     try:
-        return "reason" in (Path("/sys/kernel/tracing/events/tcp/tcp_send_reset/format").read_text())
+        with open("/sys/kernel/tracing/events/tcp/tcp_send_reset/format") as fh:
+            return "reason" in fh.read()
     except OSError:
         return False
 
 
-def _descendants(pid: int) -> dict[int, str]:
-    """pid -> cmdline of every process below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out: dict[int, str] = {}
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        try:
-            out[p] = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        todo += children.get(p, [])
-    return out
-
-
-def _alive(pid: int, cmdline: str) -> bool:
-    try:
-        now = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return now == cmdline and state != "Z"
-
-
-def _leftovers(pid: int, out_dir: Path) -> list[str]:
-    left = [f"netns {n}" for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-            .stdout.split() if n.startswith(f"whyrst-lab-{pid}-")]
-    if TRACEFS.is_dir():
-        left += [f"tracefs {p.name}" for p in TRACEFS.iterdir() if p.name == f"whyrst-lab-{pid}"]
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(out_dir) in cmd or f"whyrst-lab-{pid}-" in cmd:
-            left.append(f"process {d.name}: {cmd.strip()}")
-    return left
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, dict[int, str]]:
-    from whyrst.lab import run_lab
-
-    out = tmp_path_factory.mktemp("lab")
-    seen: dict[int, str] = {}
-    result = run_lab(None, out, seed=1, vantage="all", console=None)
-    return result, out, seen
-
-
-def _cases(lab: tuple[object, Path, dict[int, str]]) -> dict[str, object]:
-    return {c.id: c for c in lab[0].cases}  # type: ignore[attr-defined]
-
-
-@pytest.mark.timeout(300)
-def test_run_time(lab: tuple[object, Path, dict[int, str]]) -> None:
-    assert lab[0].duration < 180, f"the whole lab took {lab[0].duration:.0f} s"  # type: ignore[attr-defined]
-
-
-def test_write_up_causes_reproduced(lab: tuple[object, Path, dict[int, str]]) -> None:
-    cases = _cases(lab)
-    ok = [c for c in WRITE_UP if cases[c].reproduced]  # type: ignore[attr-defined]
-    missing = {c: (cases[c].error, [ch for ch in cases[c].checks if not ch["ok"]], cases[c].reasons)  # type: ignore[attr-defined]
-               for c in WRITE_UP if c not in ok}
-    assert len(ok) >= 10, f"reproduced {len(ok)}/11; not: {missing}"
-
-
-def test_extras_reproduced(lab: tuple[object, Path, dict[int, str]]) -> None:
-    cases = _cases(lab)
-    missing = {c: (cases[c].error, cases[c].checks, cases[c].reasons) for c in EXTRAS  # type: ignore[attr-defined]
-               if not cases[c].reproduced}  # type: ignore[attr-defined]
+def test_extras_reproduced(summary: dict[str, dict[str, Any]]) -> None:
+    missing = {c: (summary[c]["error"], [ch for ch in summary[c]["checks"] if not ch["ok"]], summary[c]["reasons"])
+               for c in EXTRAS if not summary[c]["reproduced"]}
     assert not missing, missing
 
 
-def test_kernel_reasons(lab: tuple[object, Path, dict[int, str]]) -> None:
+def test_kernel_reasons_seen(summary: dict[str, dict[str, Any]]) -> None:
     if not _has_reason_field():
         pytest.skip("this kernel's tcp_send_reset has no reason field (before Linux 6.10)")
-    cases = _cases(lab)
     for cause, reason in MUST_SEE.items():
-        c = cases[cause]
-        seen = c.reasons.get(cause, {})  # type: ignore[attr-defined]
+        seen = summary[cause]["reasons"].get(cause, {})
         assert reason in seen, f"{cause}: kernel reasons {seen}, expected {reason}"
-        assert c.reasons_ok, f"{cause}: kernel reasons {c.reasons} outside {c.expected}"  # type: ignore[attr-defined]
-    # A listener answers an ACK it has no connection for with TCP_FLAGS; no socket at all is NO_SOCKET.
-    assert set(cases["half-open"].reasons["half-open"]) == {"NO_SOCKET", "TCP_FLAGS"}  # type: ignore[attr-defined]
+    # A listener answers an ACK it has no connection for with TCP_FLAGS; with no socket at all, NO_SOCKET.
+    assert set(summary["half-open"]["reasons"]["half-open"]) == {"NO_SOCKET", "TCP_FLAGS"}
 
 
-def test_labels_consistent_with_pcaps(lab: tuple[object, Path, dict[int, str]]) -> None:
-    out = lab[1]
-    lines = [json.loads(s) for s in (out / "labels.jsonl").read_text().splitlines()]
-    assert lines
-    need = {"pcap", "frame", "src", "sport", "dst", "dport", "seq", "cause", "kernel_reason", "vantage", "case"}
-    for d in lines:
-        assert need <= set(d), d
-    by_pcap: dict[str, set[tuple[int, str, int, str, int, int]]] = {}
-    for d in lines:
-        by_pcap.setdefault(d["pcap"], set()).add((d["frame"], d["src"], d["sport"], d["dst"], d["dport"], d["seq"]))
-    pcaps = sorted(p.name for p in out.glob("*.pcap"))
-    assert len(pcaps) == 16 * 3
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.skip("tshark is not installed")
-    for name in pcaps:
-        r = subprocess.run([tshark, "-n", "-r", str(out / name), "-Y", "tcp.flags.reset == 1", "-T", "fields",
-                            "-e", "frame.number", "-e", "ip.src", "-e", "tcp.srcport", "-e", "ip.dst",
-                            "-e", "tcp.dstport", "-e", "tcp.seq_raw"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        wire = {(int(f), s, int(sp), d, int(dp), int(q)) for f, s, sp, d, dp, q in
-                (line.split("\t") for line in r.stdout.splitlines() if line)}
-        assert wire == by_pcap.get(name, set()), f"{name}: tshark {sorted(wire)} labels {sorted(by_pcap.get(name, []))}"
-    # every case's own cause is labelled at some vantage, and its pcaps are named for it
-    for c in _cases(lab).values():
-        assert any(d["case"] == c.id and d["cause"] == c.id for d in lines), c.id  # type: ignore[attr-defined]
+def test_firewall_fix_recorded(summary: dict[str, dict[str, Any]]) -> None:
+    checks = {ch["name"]: ch["ok"] for ch in summary["firewall-reject"]["checks"]}
+    assert checks.get("INVALID trap resets"), checks
+    assert checks.get("fix: no RST on the wire"), checks
 
 
-def test_firewall_fix_recorded(lab: tuple[object, Path, dict[int, str]]) -> None:
-    fw = _cases(lab)["firewall-reject"]
-    names = {ch["name"]: ch["ok"] for ch in fw.checks}  # type: ignore[attr-defined]
-    assert names.get("INVALID trap resets") and names.get("fix: no RST on the wire"), fw.checks  # type: ignore[attr-defined]
-
-
-def test_nothing_left_after_run(lab: tuple[object, Path, dict[int, str]]) -> None:
-    result, out, _ = lab
-    assert not result.leftovers  # type: ignore[attr-defined]
-    assert not _leftovers(os.getpid(), out)
-    assert not [c for c in _descendants(os.getpid()).values() if "tcpdump" in c or "nginx" in c or "whyrst.lab" in c]
-
-
-def test_killed_run_leaves_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "whyrst.lab", "--out", str(out)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    when = random.Random().uniform(0.3, 12.0)  # a random moment: setup, a scenario, a capture...
-    deadline = time.monotonic() + when
-    tree: dict[int, str] = {}
+def test_cleanup_command_after_sigkill(tmp_path: Path) -> None:
+    """What a SIGKILL leaves behind (no handler can run then) is removed by ``whyrst lab --cleanup``."""
+    proc = subprocess.Popen([sys.executable, "-m", "whyrst", "lab", "--cases", "closed-port,keepalive-timeout",
+                             "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = LabRun(tmp_path, proc.pid)
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
-        tree.update(_descendants(proc.pid))
+        for name in _lab_namespaces(proc.pid):
+            ino = _ns_inode(name)
+            if ino is not None:
+                run.inodes.add(ino)
+        if _lab_instances(proc.pid) and len(run.inodes) == 3 and list(tmp_path.glob("*.pcap")):
+            break  # mid-scenario: namespaces, trace instance, tcpdumps and agents all exist
         time.sleep(0.05)
-    tree.update(_descendants(proc.pid))
-    proc.send_signal(signal.SIGTERM)
-    try:
-        output, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"the lab did not stop within 30 s of SIGTERM (sent after {when:.1f} s)") from None
-    left = _leftovers(proc.pid, out) + [f"process {p}: {c}" for p, c in tree.items() if _alive(p, c)]
-    assert not left, f"after SIGTERM at {when:.1f} s: {left}\n{output.decode(errors='replace')[-2000:]}"
-
-
-def test_cleanup_command_removes_leftovers() -> None:
-    """What a SIGKILL leaves is removed by ``whyrst lab --cleanup``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "whyrst.lab", "--cases", "closed-port"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if any(p.name == f"whyrst-lab-{proc.pid}" for p in TRACEFS.iterdir()):
-            break
-        time.sleep(0.05)
-    tree = _descendants(proc.pid)
-    proc.send_signal(signal.SIGKILL)
+    proc.kill()
     proc.wait(10)
-    r = subprocess.run([sys.executable, "-m", "whyrst.lab", "--cleanup"], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=60)
+    assert run.inodes, "never saw the lab's namespaces"
+    r = subprocess.run([sys.executable, "-m", "whyrst", "lab", "--cleanup"], capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0, r.stderr
-    # tcpdump and the agents run in their own sessions: --cleanup kills them through their namespaces
-    time.sleep(0.2)
-    left = _leftovers(proc.pid, Path("/nonexistent")) + [f"process {p}: {c}" for p, c in tree.items()
-                                                        if _alive(p, c)]
-    assert not left, left
+    assert not run.leftovers(), (r.stdout, run.leftovers())
 
 
-def test_not_root_message() -> None:
+def test_not_root_is_one_line_and_status_2() -> None:
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is not installed")
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
-                        "whyrst.lab", "--cases", "closed-port"], cwd=REPO, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=30)
-    assert r.returncode == 2
+        pytest.skip("no setpriv")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "whyrst",
+                        "lab", "--cases", "closed-port"], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
+    assert r.returncode == 2, (r.returncode, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and "root" in r.stderr, r.stderr
-
-
-def _analyzer() -> bool:
-    try:
-        import whyrst
-
-        return callable(getattr(whyrst, "analyze", None))
-    except ImportError:
-        return False
-
-
-@pytest.mark.xfail(not _analyzer(), reason="whyrst.analyze does not exist yet", strict=False)
-def test_verdicts_match_ground_truth(lab: tuple[object, Path, dict[int, str]]) -> None:
-    result = lab[0]
-    assert result.verdicts_available, result.verdict_error  # type: ignore[attr-defined]
-    labelled = [lab_ for lab_ in result.labels if lab_.cause]  # type: ignore[attr-defined]
-    wrong = [(lab_.case, lab_.vantage, lab_.frame, lab_.cause, lab_.verdict) for lab_ in labelled
-             if lab_.verdict != lab_.cause]
-    rate = 1 - len(wrong) / len(labelled)
-    assert rate >= 0.95, f"whyrst matched {rate:.1%} of {len(labelled)} labelled resets; wrong: {wrong[:20]}"
