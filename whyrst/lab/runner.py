@@ -94,7 +94,14 @@ class LabResult:
             "verdicts_available": self.verdicts_available, "verdict_error": self.verdict_error,
             "match_rate": self.match_rate, "leftovers": self.leftovers,
             "cases": [{**{k: v for k, v in c.__dict__.items()}, "match_rate": c.match_rate} for c in self.cases],
+            "verdicts": _verdict_summary(self.labels) if self.verdicts_available else None,
         }
+
+
+def _verdict_summary(labels: list[Label]) -> dict[str, Any]:
+    from whyrst.lab.verdicts import summary
+
+    return summary(labels)
 
 
 def select_cases(cases: list[str] | None) -> list[Scenario]:
@@ -378,6 +385,11 @@ def render(result: LabResult, console: Any) -> None:
             verdicts, match = "n/a", "n/a"
         t.add_row(c.id + ("" if c.write_up else " (extra)"), rep, counts, reasons, verdicts, match)
     console.print(t)
+    if result.verdicts_available:
+        from whyrst.lab.verdicts import tables
+
+        for table in tables(result.labels, [c.id for c in result.cases], result.vantages):
+            console.print(table)
     for c in result.cases:
         lines = [f"error: {c.error}"] if c.error else []
         lines += [f"check {'ok' if ch['ok'] else 'FAILED'}: {ch['name']}: {ch['detail']}" for ch in c.checks
