@@ -288,6 +288,7 @@ def test_verdicts_match_the_labels(lab: LabRun, labels: list[dict[str, Any]]) ->
 
     verdicts: dict[str, dict[int, Any]] = {}
     pairs: list[tuple[str, str, str]] = []  # (label cause, first cause, second cause)
+    per_vantage: dict[str, list[int]] = {}  # vantage -> [scored, first matched]
     for lab_ in labels:
         if not lab_.get("cause"):
             continue
@@ -299,13 +300,20 @@ def test_verdicts_match_the_labels(lab: LabRun, labels: list[dict[str, Any]]) ->
         alts = [str(a.cause) for a in (getattr(r, "alternatives", None) or [])]
         second = alts[0] if alts and alts[0] != first else (alts[1] if len(alts) > 1 else "")
         pairs.append((lab_["cause"], first, second))
+        pv = per_vantage.setdefault(lab_["vantage"], [0, 0])
+        pv[0] += 1
+        pv[1] += first == lab_["cause"]
     assert pairs
     first_ok = sum(c == f for c, f, _ in pairs)
     two_ok = sum(c in (f, s) for c, f, s in pairs)
     confusion = Counter((c, f) for c, f, _ in pairs)
+    write_up = [(c, f) for c, f, _ in pairs if c in WRITE_UP]
+    wu_ok = sum(c == f for c, f in write_up)
     table = "\n".join(f"  {c:<26} -> {f:<26} {n}" for (c, f), n in sorted(confusion.items()))
     summary = (f"first cause matches {first_ok}/{len(pairs)} ({first_ok / len(pairs):.1%}), within the first two "
-               f"{two_ok}/{len(pairs)} ({two_ok / len(pairs):.1%})\nconfusion (label -> whyrst's first cause):\n"
+               f"{two_ok}/{len(pairs)} ({two_ok / len(pairs):.1%}); write-up causes {wu_ok}/{len(write_up)}; "
+               + ", ".join(f"{v} {m}/{n}" for v, (n, m) in sorted(per_vantage.items()))
+               + "\nconfusion (label -> whyrst's first cause):\n"
                + table)
     print(summary)
     assert first_ok >= 0.95 * len(pairs), summary
