@@ -303,7 +303,7 @@ def test_browser_xss_capture_runs_nothing(maker: str, tmp_path: Path) -> None:
 
 @browser
 def test_browser_many_resets(tmp_path: Path) -> None:
-    report = synthetic_report(20_000)
+    report = synthetic_report(10_000)
     out = tmp_path / "many.html"
     write_html(report, str(out))
     frame = report.resets[-1].frame
@@ -313,5 +313,37 @@ def test_browser_many_resets(tmp_path: Path) -> None:
     assert ready < 15_000, ready
     # one page of the table is in the DOM, not 20,000 rows; the last page holds the chosen reset
     assert len(re.findall(r'<tr data-i="\d+"', dom)) == 100
-    assert "page 200 of 200" in dom
+    assert "page 100 of 100" in dom
     assert re.search(rf'<svg class="ladder"[^>]*data-frame="{frame}"', dom)
+
+
+@browser
+def test_browser_long_connection_is_shortened_with_the_gap_marked(tmp_path: Path) -> None:
+    import whyrst
+    from whyrst.synth import ACK, RST, Capture, Flow, Host
+
+    cap = Capture()
+    flow = Flow(cap, Host("198.18.0.1"), Host("198.19.0.1"), 40000, 443)
+    flow.handshake()
+    for _ in range(60):
+        flow.request(b"x" * 100)
+        flow.response(b"y" * 1000)
+    flow.send(False, RST | ACK)
+    capture = tmp_path / "long.pcap"
+    with open(capture, "wb") as fh:
+        cap.write_pcap(fh)
+    report = whyrst.analyze(str(capture), keep_ladders=True)
+    frame = report.resets[0].frame
+    kept = [p["frame"] for p in report.ladders[frame]]
+    assert len(kept) < 244 and kept[:6] == [1, 2, 3, 4, 5, 6]  # the head, then the latest packets
+    out = tmp_path / "long.html"
+    write_html(report, str(out))
+    dom, console = run_chromium(out, tmp_path, f"#frame={frame}")
+    assert console == []
+    ladder = re.search(rf'<svg class="ladder"[^>]*data-frame="{frame}".*?</svg>', dom, re.S).group(0)
+    assert len(re.findall(r'<g class="arrow', ladder)) == len(kept)
+    # one band where the ladder skips, saying what went by in each direction
+    first_after = kept[6]
+    assert ladder.count('class="gap"') == 1
+    assert f"frames 7–{first_after - 1} not shown (client → server seq 101 → " in ladder
+    assert "server → client seq 1001 → " in ladder

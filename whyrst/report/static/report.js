@@ -226,25 +226,37 @@
     return label;
   }
 
-  // Packets of the connection that are not in the ladder: the analysis says how many (elided), or a
-  // direction's sequence numbers jump past bytes the ladder never showed. Frames in between that are
-  // neither are other traffic or packets not kept: marked lightly.
-  function gapBefore(prev, p, next) {
-    const dir = p.fromClient ? 1 : 0, expected = next[dir];
-    let missing = "";
-    if (expected !== undefined && p.flags.indexOf("R") < 0 && p.seq > expected) {
-      missing = (p.fromClient ? "client → server" : "server → client") + " seq jumps " + expected + " → " + p.seq;
+  // What is missing before rows[k]. Where frame numbers jump, the frames in between are other traffic
+  // or packets of this connection the analysis did not keep (it says how many in `elided`); either
+  // direction's next packet carrying a later sequence number than the ladder accounts for shows bytes
+  // that went by unseen. A sequence jump with no frame jump is a packet missing from the capture.
+  function gapBefore(rows, k, next, explained) {
+    const p = rows[k], prev = rows[k - 1];
+    const jumps = [];
+    const missing = function (j, dir) {
+      const q = rows[j], expected = next[dir];
+      if (expected === undefined || q.seq <= expected) return;
+      jumps.push((dir ? "client → server" : "server → client") + " seq " + expected + " → " + q.seq);
+      explained.add(j);
+    };
+    const skipped = p.frame - prev.frame - 1;
+    if (skipped > 0) {
+      for (const dir of [1, 0]) { // the first later packet of each direction
+        for (let j = k; j < rows.length; j++) {
+          if ((rows[j].fromClient ? 1 : 0) !== dir || rows[j].flags.indexOf("R") >= 0) continue;
+          if (!explained.has(j)) missing(j, dir);
+          break;
+        }
+      }
+    } else if (!explained.has(k) && p.flags.indexOf("R") < 0) {
+      missing(k, p.fromClient ? 1 : 0);
     }
-    if (p.elided > 0) {
-      return { big: true, label: "⋯ " + p.elided + " packets of this connection not kept"
-        + (missing ? " (" + missing + ")" : "") };
-    }
-    if (missing) return { big: true, label: "⋯ packets not shown: " + missing };
-    const jump = p.frame - prev.frame - 1;
-    if (jump > 0) {
-      return { big: false, label: (jump === 1 ? "frame " + (prev.frame + 1)
-        : "frames " + (prev.frame + 1) + "–" + (p.frame - 1)) + " not shown" };
-    }
+    const frames = skipped === 1 ? "frame " + (prev.frame + 1) : "frames " + (prev.frame + 1) + "–" + (p.frame - 1);
+    const seq = jumps.length ? " (" + jumps.join(", ") + ")" : "";
+    if (p.elided > 0) return { big: true, label: "⋯ " + p.elided + " packets of this connection not kept" + seq };
+    if (jumps.length && skipped > 0) return { big: true, label: "⋯ " + frames + " not shown" + seq };
+    if (jumps.length) return { big: true, label: "⋯ not in the capture" + seq };
+    if (skipped > 0) return { big: false, label: frames + " not shown" };
     return null;
   }
 
@@ -259,12 +271,15 @@
     const items = [];
     let y = top;
     const next = {}; // per direction (1: client), the next sequence number expected
+    const explained = new Set(); // rows whose sequence jump a gap above already shows
     for (let k = 0; k < rows.length; k++) {
       const p = rows[k];
-      const gap = k > 0 ? gapBefore(rows[k - 1], p, next) : null;
+      const gap = k > 0 ? gapBefore(rows, k, next, explained) : null;
       if (gap && gap.big) {
-        items.push(s("rect", { x: xC - 30, y: y - 6, width: xS - xC + 60, height: 20, class: "gap" }),
-          s("text", { x: (xC + xS) / 2, y: y + 8, "text-anchor": "middle", class: "gap-label" }, gap.label));
+        const label = { x: Wd / 2, y: y + 8, "text-anchor": "middle", class: "gap-label" };
+        if (gap.label.length * 6.6 > Wd - 20) { label.textLength = Wd - 20; label.lengthAdjust = "spacingAndGlyphs"; }
+        items.push(s("rect", { x: 4, y: y - 6, width: Wd - 8, height: 20, rx: 3, class: "gap" }),
+          s("text", label, gap.label));
         y += 26;
       } else if (gap) {
         items.push(s("line", { x1: 8, x2: xS + 40, y1: y - 3, y2: y - 3, class: "skip" }),
