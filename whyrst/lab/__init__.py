@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         removed = cleanup_leftovers(force=False)
         print("\n".join(f"removed {r}" for r in removed) or "nothing to clean up")
         return 0
+    from whyrst.lab.topo import preflight
+
+    preflight()  # before anything else: without root the answer is one line, not a traceback
     from rich.console import Console
 
     from whyrst.lab.runner import render

@@ -193,10 +193,13 @@ class Topology:
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid or os.getpid()
-        octet = 10 + self.pid % 240
-        if octet in (77, 78):  # the watch tests use 198.18.77/78
-            octet += 2
-        self.octet = octet
+        # Another lab running now has its own /24: its pid is in its namespaces' names.
+        busy = {77, 78}  # the watch tests use 198.18.77/78
+        for ns in list_lab_namespaces():
+            m = _NS_PID.match(ns)
+            if m and int(m.group(1)) != self.pid:
+                busy.add(self._octet_of(int(m.group(1)), {77, 78}))
+        self.octet = octet = self._octet_of(self.pid, busy)
         self.tag = f"{PREFIX}{self.pid}-"
         self.client = Host("client", self.tag + "client", f"198.18.{octet}.2", "eth0")
         self.router = Host("router", self.tag + "router", f"198.18.{octet}.1", "lan0")
@@ -206,6 +209,15 @@ class Topology:
         self.created: list[str] = []
         self._env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""),
                          PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+
+    @staticmethod
+    def _octet_of(pid: int, busy: set[int]) -> int:
+        octet = 10 + pid % 240
+        for _ in range(240):
+            if octet not in busy:
+                break
+            octet = 10 + (octet - 9) % 240
+        return octet
 
     # -- addresses -------------------------------------------------------------------------------------
 
