@@ -180,6 +180,10 @@ class _Reader:
         out.link[n] = self.ifaces[iface_no].linktype
         out.iface[n] = (self.iface_base + iface_no) & 0xFFFF
 
+    def _other(self, buf: memoryview, p: int, btype: int, blen: int, n: int) -> None:
+        """A block that is not a record (name resolution, statistics...), before record ``n`` of the batch:
+        skipped here; a subclass that rewrites the file keeps it."""
+
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> Iterator[rec.Records]:
         buf, pos, base, eof = memoryview(b""), 0, 0, False
@@ -234,6 +238,8 @@ class _Reader:
                             out.offs[n], out.cap[n], out.wire[n], out.ts[n] = pos + 8, 0, 0, 0
                             out.link[n], out.iface[n] = LT_NONE, 0
                             record = True
+                        else:
+                            self._other(buf, pos, btype, blen, n)
                         trailer = self._u32(buf, pos + blen - 4)
                         if trailer != blen:
                             raise rec.Damage(base + pos + blen - 4, f"pcapng: block at offset {base + pos} ends with "
