@@ -144,3 +144,22 @@ def test_stdin_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, _, err = _run(capsys, "annotate", "-", str(tmp_path / "out.pcapng"))
     assert code == 2
     assert "standard input" in err
+
+
+def test_name_resolution_blocks_are_kept(tmp_path: Path) -> None:
+    import struct
+
+    from whyrst.report.annotate import _block, annotate
+
+    base = tmp_path / "demo.pcapng"
+    annotate(str(REPO / "examples" / "demo.pcap"), str(base))
+    data = base.read_bytes()
+    shb_len = struct.unpack_from("<I", data, 4)[0]
+    record = struct.pack("<HH", 1, 4 + 15) + bytes([198, 19, 1, 2]) + b"server.example\x00" + b"\x00"
+    nrb = _block(4, record + b"\x00\x00\x00\x00")
+    src = tmp_path / "with-nrb.pcapng"
+    src.write_bytes(data[:shb_len] + nrb + data[shb_len:] + nrb)
+    out = tmp_path / "out.pcapng"
+    done = annotate(str(src), str(out))
+    assert done.packets == 192
+    assert out.read_bytes().count(nrb) == 2

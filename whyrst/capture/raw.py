@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +42,14 @@ class RawBatch:
     block: np.ndarray  # int64: for a pcapng record that is not a packet, where its block starts in buf; else -1
     ifaces: list[RawInterface]  # indexed by records.iface (pcapng's global interface number; [0] for pcap)
     big: bool  # byte order of the section of the non-packet blocks in this batch
+    # pcapng blocks kept that are not records (name resolution, decryption secrets): (i, type, body), to
+    # be written before record i (i == records.n: after the last)
+    others: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+
+# Blocks kept as they are: name resolution and decryption secrets (their contents name no interface,
+# so the renumbered interfaces do not change them). Statistics blocks, which do, are dropped.
+KEEP_BLOCKS = frozenset((pcapng.NRB, 0x0000000A))
 
 
 class _PcapngRaw(pcapng._Reader):
@@ -53,6 +61,11 @@ class _PcapngRaw(pcapng._Reader):
         self.units = np.zeros(batch_size, dtype=np.uint64)
         self.block = np.full(batch_size, -1, dtype=np.int64)
         self.is_packet = np.zeros(batch_size, dtype=bool)
+        self.others: list[tuple[int, int, bytes]] = []
+
+    def _other(self, buf: memoryview, p: int, btype: int, blen: int, n: int) -> None:
+        if btype in KEEP_BLOCKS and self.order == "<":  # (big-endian bodies would need their fields swapped)
+            self.others.append((n, btype, bytes(buf[p + 8 : p + blen - 4])))
 
     def _interface(self, buf: memoryview, p: int, blen: int, base: int) -> None:
         super()._interface(buf, p, blen, base)
@@ -75,9 +88,14 @@ class _PcapngRaw(pcapng._Reader):
         for r in self.run():
             n = r.n
             block = np.where(self.is_packet[:n], -1, r.offs - 8)
-            yield RawBatch(r, self.units[:n].copy(), block, self.all_ifaces, self.order == ">")
+            others, self.others = self.others, []
+            yield RawBatch(r, self.units[:n].copy(), block, self.all_ifaces, self.order == ">", others)
             self.is_packet[:] = False
             self.units[:] = 0
+        if self.others:  # blocks after the last record
+            empty = rec.RecordArrays(0).records(memoryview(b""), 0)
+            yield RawBatch(empty, np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), self.all_ifaces,
+                           False, [(0, t, b) for _, t, b in self.others])
 
 
 class RawCapture:

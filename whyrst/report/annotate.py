@@ -133,7 +133,14 @@ def _write(cap: RawCapture, out: object, notes: dict[int, list[str]]) -> Annotat
         parts: list[bytes | memoryview] = []
         offs, caps, wires, units, ifs, blocks = (a.tolist() for a in (r.offs, r.cap, r.wire, rb.units, r.iface,
                                                                       rb.block))
-        for i in range(r.n):
+        others = rb.others
+        k = 0
+        for i in range(r.n + 1):
+            while k < len(others) and others[k][0] <= i:  # kept blocks that come before record i
+                parts.append(_block(others[k][1], others[k][2]))
+                k += 1
+            if i == r.n:
+                break
             frame += 1
             if blocks[i] >= 0:  # a record that is not a packet (systemd journal entry, custom block): as it was
                 btype, body = block_bytes(buf, blocks[i], rb.big)
