@@ -217,7 +217,10 @@ def analyze(
     warnings = Warnings()
     with open_capture(source, warnings=warnings, engine=engine, checksums=not two_pass) as cap:
         tracker = Tracker(finished, source_tag=str(cap.source).encode())
+        first_ts = -1
         for batch in cap:
+            if first_ts < 0 and batch.n:
+                first_ts = int(batch.cols["ts_ns"][0])
             prepass.feed(batch)
             if not two_pass:
                 tracker.feed(batch)
@@ -244,7 +247,7 @@ def analyze(
         warnings.warn(f"host facts (usual TTLs, probed ports) are approximate: {prepass.hosts_forgotten} entries "
                       f"of hosts seen once were forgotten (more than {prepass.max_hosts} distinct hosts)")
 
-    hosts = HostView(ttls=prepass.ttls, probed_ports=prepass.probed)
+    hosts = HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts)
     contexts: list[ResetContext] = []
     for conn in reset_conns:
         observe_hosts(conn.resets, hosts)

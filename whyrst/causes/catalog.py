@@ -76,8 +76,8 @@ def _firewall_reject(f: Features) -> Verdict:
             s += 0.3
             why.append("The endpoint it claims to come from kept sending after it, so its own stack did not "
                        "reset the connection.")
-        if f.ctx.rst.opt_mask == 0 and f.timestamps_expected_missing is False and f.ttl_known > 0:
-            s += 0.05
+        if not f.ttl_mismatch and not f.sender_after_rst:
+            s -= 0.05  # on the host itself a REJECT looks like the stack; the stack is the likelier
         return min(s, 0.9), why
     return 0.0, []
 
@@ -98,10 +98,11 @@ def _abortive_close(f: Features) -> Verdict:
     elif f.sender_sent_data or not f.peer_sent_data:
         s += 0.2
         why.append("No received data was left unanswered, so this was not a close with unread data.")
-    if f.round_timeout:
+    if f.round_timeout and f.peer_data_unanswered:
         s += 0.25
-        why.append(f"It came {f.round_timeout:g} s after the connection started or was last active: a "
-                   "configured timeout (e.g. nginx client_header_timeout with reset_timedout_connection on).")
+        why.append(f"It came {f.round_timeout:g} s after the connection started or was last active, while the "
+                   "peer's request was still incomplete: a configured timeout (e.g. nginx client_header_timeout "
+                   "with reset_timedout_connection on).")
     if f.sender_fin_before and not f.peer_data_after_sender_fin:
         s += 0.05
     if f.sender_keepalive_probes >= 2:
@@ -109,7 +110,7 @@ def _abortive_close(f: Features) -> Verdict:
     if f.simultaneous_server_rsts >= 1 and not f.sender_sent_data:
         s -= 0.2
     if f.ttl_mismatch:
-        s -= 0.2
+        s -= 0.3
     return max(s, 0.0), why
 
 
@@ -217,6 +218,8 @@ def _half_open(f: Features) -> Verdict:
         s -= 0.1
     if f.peer_fin_before and not trigger_is_fin:
         s -= 0.2
+    if f.unknown_tuple_midstream:
+        s -= 0.1
     return max(s, 0.0), why
 
 
@@ -242,17 +245,16 @@ def _nat_expired(f: Features) -> Verdict:
     if not f.no_socket_reply:
         return 0.0, []
     idle = f.idle_before_trigger
-    if idle < 20 and f.handshake_seen:
-        return 0.05, []
-    s, why = 0.35, []
-    if idle != float("inf"):
-        why.append(f"The connection was idle for {_secs(idle)} before the packet that drew the RST: long enough "
-                   "for a NAT or conntrack entry to expire, after which the packet reaches the server "
-                   "untranslated, as an unknown connection.")
-        s += 0.25 if idle >= 60 else 0.1
-    else:
-        why.append("The connection is unknown to the side that reset it and its start is not in the capture, "
-                   "as when a NAT mapping changed under it.")
+    s, why = 0.0, []
+    if f.unknown_tuple_midstream:
+        s = 0.65
+        why.append("The packet that drew the RST is the first of its 4-tuple and arrives mid-stream, long after "
+                   "the capture began: the connection reached the server under an address or port it never "
+                   "had, as when a NAT mapping expired and the packet went out untranslated or re-mapped.")
+    elif idle != float("inf") and idle >= 0.25:
+        s = 0.3 + (0.3 if idle >= 60 else 0.0)
+        why.append(f"The connection was idle for {_secs(idle)} before the packet that drew the RST: a NAT or "
+                   "conntrack entry that expired meanwhile makes the server see an unknown connection.")
     return s, why
 
 
@@ -291,17 +293,20 @@ def _keepalive_timeout(f: Features) -> Verdict:
 
 
 def _idle_timeout(f: Features) -> Verdict:
-    if not f.established or f.answers_syn or f.trigger_gap < 0.5:
+    if not f.established or f.answers_syn or f.trigger_gap < 0.5 or f.peer_data_unanswered:
         return 0.0, []
-    if f.idle_before_rst < 30:
+    quiet_round = f.round_timeout and f.idle_before_rst >= 0.9 * f.round_timeout
+    if f.idle_before_rst < 30 and not quiet_round:
         return 0.0, []
-    s, why = 0.4, [f"The connection had been idle for {_secs(f.idle_before_rst)} when the RST came, unprompted: "
-                   "an idle timeout (load balancer, proxy, firewall or the application) ended it."]
+    s, why = 0.45, [f"The connection had been idle for {_secs(f.idle_before_rst)}, with nothing outstanding, when "
+                    "the RST came unprompted: an idle timeout (load balancer, proxy, firewall or the application's "
+                    "keep-alive timeout) ended it."]
+    if quiet_round:
+        s += 0.2
+        why.append(f"{f.round_timeout:g} s is a configured timeout, not a network event.")
     if f.ttl_mismatch:
-        s += 0.3
+        s += 0.2
         why.append("Its TTL differs from the endpoint's own packets, so a box on the path sent it.")
-    if f.round_timeout:
-        s += 0.1
     return s, why
 
 
@@ -325,7 +330,7 @@ def _scan(f: Features) -> Verdict:
 def _injected(f: Features) -> Verdict:
     s, why = 0.0, []
     if f.ttl_mismatch and f.ttl_known > 0:
-        s += 0.45
+        s += 0.6
         why.append(f"TTL {f.ctx.rst.ttl} does not match the {f.ttl_known} of every other packet from that endpoint.")
     if f.ip_id_copied_from_peer:
         s += 0.2

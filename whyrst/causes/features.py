@@ -28,6 +28,7 @@ class HostView:
     probed_ports: dict[str, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
     # (server addr, port) -> RST timestamps sent by that server to established connections
     server_rst_times: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
+    capture_start_ns: int = 0
 
     def usual_ttl(self, addr: str) -> int:
         c = self.ttls.get(addr)
@@ -89,6 +90,7 @@ class Features:
     window_zero: bool
     zero_window_before: bool
     new_syn_after: bool  # the peer opened a new connection on the same tuple after the RST
+    unknown_tuple_midstream: bool  # the tuple's first packet, well into the capture, is mid-stream: a changed tuple
     synack_after: bool  # the supposed sender answered with a SYN-ACK after the RST (injection race)
     data_after_rst_from_sender: bool
 
@@ -303,11 +305,13 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         retransmissions_before=rexmit,
         round_timeout=round_timeout,
         refused_ports_from_source=len(hosts.refused_ports.get(peer_addr, ())),
-        probed_ports_from_source=len(hosts.probed_ports.get(peer_addr, ())),
+        probed_ports_from_source=len(hosts.probed_ports.get(ctx.src if role == "client" else peer_addr, ())),
         simultaneous_server_rsts=max(sim, 0),
         window_zero=rst.win == 0,
         zero_window_before=any(p.win == 0 and not p.flags & RST for p in theirs[-4:]),
         new_syn_after=later_conn_syn,
+        unknown_tuple_midstream=bool(not handshake_seen and before and before[0] is last_peer
+                                     and conn.start_ns - hosts.capture_start_ns > NS),
         synack_after=rst_before_synack,
         data_after_rst_from_sender=any(p.payload_len > 0 for p in sender_after),
     )
