@@ -103,6 +103,8 @@ def _abortive_close(f: Features) -> Verdict:
         why.append(f"It came {f.round_timeout:g} s after the connection started or was last active, while the "
                    "peer's request was still incomplete: a configured timeout (e.g. nginx client_header_timeout "
                    "with reset_timedout_connection on).")
+    if f.round_timeout and not f.peer_data_unanswered and f.idle_before_rst >= 0.9 * f.round_timeout:
+        s -= 0.1  # a timeout on a quiet connection is an idle timeout first
     if f.sender_fin_before and not f.peer_data_after_sender_fin:
         s += 0.05
     if f.sender_keepalive_probes >= 2:
@@ -293,7 +295,9 @@ def _keepalive_timeout(f: Features) -> Verdict:
 
 
 def _idle_timeout(f: Features) -> Verdict:
-    if not f.established or f.answers_syn or f.trigger_gap < 0.5 or f.peer_data_unanswered:
+    # a client whose last event was the server's response has nothing outstanding either
+    waiting = f.peer_data_unanswered and f.sender_role == "server"
+    if not f.established or f.answers_syn or f.trigger_gap < 0.5 or waiting:
         return 0.0, []
     quiet_round = f.round_timeout and f.idle_before_rst >= 0.9 * f.round_timeout
     if f.idle_before_rst < 30 and not quiet_round:
