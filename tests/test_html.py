@@ -252,7 +252,9 @@ def test_browser_demo_opens_the_ladder(demo_report: Report, tmp_path: Path) -> N
     assert [kind for kind, f in arrows if f == "28"] == ["rst"]
     assert "frames 16–25 not shown" in ladder.group(0)  # the jump in frame numbers is marked
     detail = dom[dom.index('id="detail-28"'):]
-    assert "SO_LINGER" in detail and "nstat -az TcpExtTCPAbortOnData" in detail  # evidence, confirm
+    reset = next(r for r in demo_report.resets if r.frame == 28)
+    for text in (*reset.evidence, *reset.confirm, *reset.fix):  # beside the ladder, as text
+        assert html.escape(text, quote=False) in detail, text
     for chart in ("chart-causes", "chart-timeline"):  # Chart.js sized (and drew on) both canvases
         assert re.search(rf'<canvas id="{chart}"[^>]*style="[^"]*display: block', dom), chart
 
