@@ -320,9 +320,10 @@ def _scan(f: Features) -> Verdict:
         why.append(f"The SYN's source was refused on {f.refused_ports_from_source} ports in this capture: a "
                    "port scan probing closed ports.")
         return 0.75, why
-    if (f.answers_synack or f.after_handshake_ack) and f.probed_ports_from_source >= 5:
-        why.append(f"The client probed {f.probed_ports_from_source} ports and dropped each connection as soon as "
-                   "it was answered: a port scanner.")
+    if ((f.answers_synack or f.after_handshake_ack) and f.probed_ports_from_source >= 5
+            and f.refused_ports_from_source >= 3):
+        why.append(f"The client probed {f.probed_ports_from_source} ports, {f.refused_ports_from_source} of them "
+                   "refused, and dropped this connection as soon as it was answered: a port scanner.")
         return 0.85, why
     if f.answers_synack and f.ctx.before and f.ctx.before[0].opt_mask == 0:
         return 0.3, ["The SYN carried no TCP options, as raw-socket scanners send."]

@@ -304,7 +304,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         sender_keepalive_probes=probes_by[sender_is_orig],
         retransmissions_before=rexmit,
         round_timeout=round_timeout,
-        refused_ports_from_source=len(hosts.refused_ports.get(peer_addr, ())),
+        refused_ports_from_source=len(hosts.refused_ports.get(ctx.src if role == "client" else peer_addr, ())),
         probed_ports_from_source=len(hosts.probed_ports.get(ctx.src if role == "client" else peer_addr, ())),
         simultaneous_server_rsts=max(sim, 0),
         window_zero=rst.win == 0,
