@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +116,7 @@ class Ctx:
         self._undo.append(lambda: self.topo.sysctl(role, key, old))
 
     def tempdir(self, purpose: str) -> Path:
-        d = Path(tempfile.mkdtemp(prefix=f"whyrst-lab-{purpose}-"))
+        d = self.topo.mkdtemp(purpose)
         self._undo.append(lambda: shutil.rmtree(d, ignore_errors=True))
         return d
 

@@ -29,7 +29,7 @@ from typing import Any
 from whyrst.lab.capture import VANTAGES, Captures, PcapFile, pcap_text, read_pcap
 from whyrst.lab.context import BG_PORT, Ctx
 from whyrst.lab.scenarios import BY_ID, SCENARIOS, WRITE_UP_CAUSES, Scenario
-from whyrst.lab.topo import LabError, Proc, Topology, cleanup_leftovers, preflight
+from whyrst.lab.topo import PREFIX, LabError, Proc, Topology, cleanup_leftovers, preflight
 from whyrst.lab.truth import Label, label_case, reason_counts, unique_resets, unmatched_events
 from whyrst.live import tracefs
 
@@ -306,9 +306,9 @@ def run_lab(cases: list[str] | None = None, out_dir: Path | None = None, seed: i
     stale = cleanup_leftovers()
     t0 = time.monotonic()
     keep = out_dir is not None
-    work = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="whyrst-lab-out-"))
+    # named for this run, so that --cleanup recognises it if the run is killed before removing it
+    work = Path(out_dir) if keep else Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-out-"))
     work.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
     signals = _Signals()
     lab = Lab(vantages, work, seed, console)
     results: list[CaseResult] = []
@@ -324,6 +324,33 @@ def run_lab(cases: list[str] | None = None, out_dir: Path | None = None, seed: i
     atexit.register(teardown)
     signals.install()
     result = LabResult([], work if keep else None, 0.0, platform.release(), seed, vantages)
+    try:
+        _run_cases(lab, scenarios, stale, vantage, result, results, teardown)
+        result.cases = results
+        result.labels = lab.labels
+        result.leftovers = leftovers
+        result.verdicts_available, result.verdict_error = _analyze(lab.labels, work)
+        for c in results:
+            labs = [lab_ for lab_ in lab.labels if lab_.case == c.id and lab_.cause]
+            if result.verdicts_available:
+                c.verdicts = dict(Counter(lab_.verdict or "(none)" for lab_ in labs))
+                c.scored = len(labs)
+                c.matched = sum(1 for lab_ in labs if lab_.verdict == lab_.cause)
+        result.duration = time.monotonic() - t0
+        if keep:
+            with open(work / "labels.jsonl", "w") as fh:
+                for lab_ in lab.labels:
+                    fh.write(json.dumps(lab_.to_json()) + "\n")
+            (work / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _run_cases(lab: Lab, scenarios: list[Scenario], stale: list[str], vantage: str, result: LabResult,
+               results: list[CaseResult], teardown: Any) -> None:
+    rng = random.Random(lab.seed)
     try:
         if stale:
             lab.say(f"removed leftovers of an earlier run: {', '.join(stale)}")
@@ -341,25 +368,6 @@ def run_lab(cases: list[str] | None = None, out_dir: Path | None = None, seed: i
     finally:
         teardown()
         atexit.unregister(teardown)
-    result.cases = results
-    result.labels = lab.labels
-    result.leftovers = leftovers
-    result.verdicts_available, result.verdict_error = _analyze(lab.labels, work)
-    for c in results:
-        labs = [lab_ for lab_ in lab.labels if lab_.case == c.id and lab_.cause]
-        if result.verdicts_available:
-            c.verdicts = dict(Counter(lab_.verdict or "(none)" for lab_ in labs))
-            c.scored = len(labs)
-            c.matched = sum(1 for lab_ in labs if lab_.verdict == lab_.cause)
-    result.duration = time.monotonic() - t0
-    if keep:
-        with open(work / "labels.jsonl", "w") as fh:
-            for lab_ in lab.labels:
-                fh.write(json.dumps(lab_.to_json()) + "\n")
-        (work / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return result
 
 
 def render(result: LabResult, console: Any) -> None:

@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ class Topology:
         self.router_wan = f"198.19.{octet}.1"
         self.procs: list[Proc] = []
         self.created: list[str] = []
+        self.tempdirs: list[Path] = []
         self._env = dict(os.environ, PYTHONPATH=repo_root() + os.pathsep + os.environ.get("PYTHONPATH", ""),
                          PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
 
@@ -235,8 +237,8 @@ class Topology:
     def up(self) -> None:
         c, r, s = self.client.ns, self.router.ns, self.server.ns
         for ns in (c, r, s):
+            self.created.append(ns)  # first: a signal during "ip netns add" must not leave it unrecorded
             run(["ip", "netns", "add", ns])
-            self.created.append(ns)
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
             # IPv4 only: no IPv6 duplicate address detection or MLD reports in the captures
             for scope in ("all", "default"):
@@ -286,7 +288,17 @@ class Topology:
             if r.returncode != 0 and ns in list_lab_namespaces():
                 problems.append(f"namespace {ns}: {r.stderr.strip()}")
         self.created.clear()
+        for d in self.tempdirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.tempdirs.clear()
         return problems
+
+    def mkdtemp(self, purpose: str) -> Path:
+        """A temporary directory named for this lab (so that --cleanup finds it after a SIGKILL), removed
+        by :meth:`down` at the latest."""
+        d = Path(tempfile.mkdtemp(prefix=f"{self.tag}{purpose}-"))
+        self.tempdirs.append(d)
+        return d
 
     # -- commands and processes ------------------------------------------------------------------------
 
@@ -373,6 +385,12 @@ def cleanup_leftovers(force: bool = False) -> list[str]:
         kill_ns_pids(ns)
         if run(["ip", "netns", "del", ns], check=False).returncode == 0:
             removed.append(f"netns {ns}")
+    base = Path(tempfile.gettempdir())
+    for d in base.glob(f"{PREFIX}*"):
+        m = _NS_PID.match(d.name)
+        if m and d.is_dir() and (force or not _alive(int(m.group(1)))) and int(m.group(1)) != os.getpid():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(f"directory {d}")
     try:
         from whyrst.live import tracefs
 
