@@ -417,3 +417,72 @@ def test_not_root_is_one_line_and_status_2() -> None:
                        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)))
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and "root" in r.stderr, r.stderr
+
+
+# -- whyrst.live.tracefs (shared with watch): formats, lines, the instance's life ---------------------------------
+
+FORMAT = """name: tcp_send_reset
+ID: 1234
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+
+print fmt: "src=%pISpc state=%s reason=%s", REC->saddr, REC->state ? __print_symbolic(REC->state, \
+{ TCP_ESTABLISHED, "TCP_ESTABLISHED" }) : "UNKNOWN", __print_symbolic(REC->reason, { 0, "NOT_SPECIFIED" }, \
+{ 1, "NO_SOCKET" }, { 7, "TCP_KEEPALIVE_TIMEOUT" }, { 0x10, "TCP_STATE" })
+"""
+
+
+def test_tracefs_format_names_come_from_the_file() -> None:
+    from whyrst.live import tracefs
+
+    fmt = tracefs.parse_format(FORMAT)
+    assert fmt.name == "tcp_send_reset" and fmt.id == 1234
+    assert fmt.fields["saddr"].size == 28 and fmt.has("reason")
+    # numbers as this (made-up) kernel has them, not as any table says; C-identifier tables give nothing
+    assert fmt.symbols == {"reason": {0: "NOT_SPECIFIED", 1: "NO_SOCKET", 7: "TCP_KEEPALIVE_TIMEOUT", 16: "TCP_STATE"}}
+
+
+def test_tracefs_lines_become_typed_events() -> None:
+    from whyrst.live import tracefs
+
+    sent = ("  python3-28776   [001] ..s1.  6450.819877: tcp_send_reset: skbaddr=000000006b2d8b12 "
+            "skaddr=0000000000000000 src=198.19.1.2:9 dest=198.18.1.2:41510 state=UNKNOWN reason=NO_SOCKET")
+    ev = tracefs.typed(tracefs.parse_line(sent))  # type: ignore[arg-type]
+    assert isinstance(ev, tracefs.ResetEvent)
+    assert (ev.direction, ev.src, ev.dst, ev.state, ev.reason, ev.in_irq) == (
+        "sent", ("198.19.1.2", 9), ("198.18.1.2", 41510), None, "NO_SOCKET", True)
+    assert ev.ts == 6450.819877 and ev.pid == 28776 and ev.comm == "python3" and ev.skbaddr == 0x6B2D8B12
+    # a reason printed as a number (a kernel newer than its print format) is named from the format file
+    raw = sent.replace("reason=NO_SOCKET", "reason=16")
+    assert tracefs.typed(tracefs.parse_line(raw), {16: "TCP_STATE"}).reason == "TCP_STATE"  # type: ignore[arg-type,union-attr]
+    recv = ("  ksoftirqd/0-15 [000] ..s.. 6450.8199: tcp_receive_reset: family=AF_INET sport=41510 dport=9 "
+            "saddr=198.18.1.2 daddr=198.19.1.2 saddrv6=::ffff:198.18.1.2 daddrv6=::ffff:198.19.1.2 sock_cookie=34aeb")
+    ev = tracefs.typed(tracefs.parse_line(recv))  # type: ignore[arg-type]
+    assert isinstance(ev, tracefs.ResetEvent) and ev.direction == "received"
+    assert (ev.src, ev.dst, ev.cookie, ev.comm) == (("198.19.1.2", 9), ("198.18.1.2", 41510), 0x34AEB, "ksoftirqd/0")
+    lost = tracefs.parse_line("CPU:1 [LOST 42 EVENTS]")
+    assert isinstance(lost, tracefs.Lost) and (lost.cpu, lost.count) == (1, 42)
+    assert tracefs.parse_line("# tracer: nop") is None
+
+
+def test_tracefs_instance_is_created_and_removed() -> None:
+    from whyrst.live import tracefs
+
+    root = tracefs.ensure_mounted()
+    assert tracefs.reason_names(root).get(1) in (None, "NO_SOCKET")  # the enum starts with NOT_SPECIFIED, NO_SOCKET
+    inst = tracefs.Instance("lab-selftest", tracefs.RESET_EVENTS)
+    try:
+        assert os.path.isdir(inst.path) and inst.name == f"whyrst-lab-selftest-{os.getpid()}"
+        assert inst.read() == [] or all(isinstance(e, tracefs.ResetEvent | tracefs.Lost) for e in inst.read())
+        assert inst.overruns() == 0
+    finally:
+        inst.close()
+    assert not os.path.exists(inst.path)
+    # an instance whose owner is gone is stale: removed by the next whyrst that looks
+    dead = os.path.join(root, "instances", "whyrst-lab-selftest-999999999")
+    os.mkdir(dead)
+    assert "whyrst-lab-selftest-999999999" in tracefs.remove_stale("whyrst-lab-selftest-")
+    assert not os.path.exists(dead)

@@ -331,6 +331,17 @@ def nat_expired(ctx: Ctx) -> None:
     srv.expect("RESULT", 5)
 
 
+def nat_post(ctx: Ctx, pcaps: dict[str, PcapFile]) -> None:
+    (port,) = ctx.ports
+    seen = [r for pc in pcaps.values() for r in pc.rsts if port in (r.sport, r.dport)]
+    by_server = any(r.src == ctx.S for r in seen)
+    by_router = any(r.src == ctx.RW for r in seen)
+    ctx.note("the write-up says the NAT sends the reset; here the server's stack did"
+             f"{' (its listener got data from the new, unknown mapping)' if by_server else ' not (no RST seen)'}"
+             + (", and the router's own stack reset the server's later FIN to the mapping it had forgotten"
+                if by_router else ""))
+
+
 def connect_then_close(ctx: Ctx) -> None:
     (port,) = ctx.ports
     ctx.bg()
@@ -426,7 +437,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("time-wait-assassination", "a delayed duplicate reaches TIME_WAIT; the closed peer's RST kills it",
              (8901,), time_wait_assassination, {"time-wait-assassination": reasons("TCP_FLAGS", "NO_SOCKET")}),
     Scenario("nat-expired", "MASQUERADE entry deleted while the connection idles", (9001,), nat_expired,
-             {"nat-expired": reasons("TCP_FLAGS", "NO_SOCKET")}),
+             {"nat-expired": reasons("TCP_FLAGS", "NO_SOCKET")}, post=nat_post),
     Scenario("connect-then-close", "the client closes before the (late) SYN-ACK arrives", (9101,),
              connect_then_close, {"connect-then-close": reasons("NO_SOCKET")}),
     Scenario("keepalive-timeout", "keepalive probes unanswered (the server's packets lost)", (9201,),
