@@ -264,12 +264,17 @@ def _sd(x: int) -> int:
 
 
 def _later(a: int | None, b: int | None) -> int | None:
-    """The later of two sequence numbers (mod 2**32)."""
+    """The later of two sequence numbers (mod 2**32); when they are far apart (a stray or damaged
+    segment, a new connection), the newer one, ``b``."""
     if a is None:
         return b
     if b is None:
         return a
-    return b if ((b - a) & M32) < (1 << 31) else a
+    d = (b - a) & M32
+    return a if d > (1 << 32) - FAR else b
+
+
+FAR = 1 << 20  # sequence numbers this far apart do not belong to the same stretch of a stream
 
 
 # -- time stamps -------------------------------------------------------------------------------------
@@ -481,7 +486,10 @@ class SeqBook:
 
     @staticmethod
     def _estimate(c: _Conv, s: int) -> int | None:
-        return _later(c.own_nxt[s], c.peer_ack[s])
+        own, acked = c.own_nxt[s], c.peer_ack[s]
+        if own is not None and acked is not None and _sd(own - acked) >= FAR:
+            return acked  # the side's own numbers jumped away from what the peer acknowledges
+        return _later(own, acked)
 
     @staticmethod
     def _advance(c: _Conv, s: int, r: int, flags: int, seq: int | None, ack: int | None, length: int,
@@ -690,6 +698,8 @@ class TextParser:
     def _line(self, line: str) -> None:
         line = line.rstrip("\r\n")
         if not line.strip():
+            if self.cur is not None and self.cur.text_lines is not None and line.startswith("\t"):
+                self.cur.text_lines.append("")  # the empty line that ends a header block
             return
         m = _LEAD.match(line)
         if m is None:  # pragma: no cover - the pattern matches every string
@@ -1113,6 +1123,13 @@ class TextParser:
             if len(pkt.text_lines) < 256:
                 pkt.text_lines.append(line[1:])
             return
+        if not pkt.row.get("ip_version") and pkt.row.get("kind", Kind.OTHER) == Kind.OTHER:
+            net = _NET.search(stripped)  # the IP part under a link or MPLS line of its own (-v)
+            while net is not None and net.group("src") and not self._pair_ok(net):
+                net = _NET.search(stripped, net.start() + 1)
+            if net is not None:
+                self._network(pkt, stripped, net, top=False)
+            return
         if not pkt.no_inner and pkt.row.get("kind") in (Kind.IP_OTHER, Kind.OTHER) and pkt.tcp is None \
                 and "Flags [" in stripped:
             self._inner_line(pkt, stripped, ENC_IPIP)
@@ -1167,7 +1184,7 @@ class TextParser:
                 row["tcp_hdr_len"] = hl
             payload = t.payload
             if pkt.text_lines:
-                payload = b"".join(_unvis(x) + b"\r\n" for x in pkt.text_lines)[:length]
+                payload = _text_payload(pkt.text_lines)[:length]
             if pkt.hex_payload is not None:
                 payload = pkt.hex_payload
         if "wire_len" not in row:
@@ -1228,6 +1245,22 @@ class TextParser:
                     pkt.hex_payload = data[: t.length]
             return int.from_bytes(raw[tcp + 4: tcp + 8], "big"), int.from_bytes(raw[tcp + 8: tcp + 12], "big")
         return None
+
+
+_CUT_MARK = re.compile(r" ?\[\|\w+\]$")
+
+
+def _text_payload(lines: list[str]) -> bytes:
+    """The payload of a text protocol from its -v lines: each line ended by CRLF, except a last line
+    that tcpdump marked as cut (``[|http]``)."""
+    out = bytearray()
+    for i, line in enumerate(lines):
+        cut = _CUT_MARK.search(line) if i == len(lines) - 1 else None
+        if cut is not None:
+            out += _unvis(line[: cut.start()])
+            break
+        out += _unvis(line) + b"\r\n"
+    return bytes(out)
 
 
 def _carry(book: SeqBook) -> SeqBook:
