@@ -53,6 +53,8 @@ def preflight() -> None:
     for tool in ("ip", "iptables", "tcpdump", "conntrack"):
         if shutil.which(tool) is None:
             raise LabError(f"the lab needs {tool}, which is not installed")
+    if not os.path.exists("/proc/self/ns/net"):
+        raise LabError("network namespaces are not available: this kernel has no CONFIG_NET_NS")
     r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     if r.returncode != 0:
         raise LabError(f"network namespaces are not available (ip netns list: {r.stderr.strip()})")
