@@ -86,6 +86,10 @@ MAX_LINE = 65536  # longer lines are not tcpdump output; they are skipped in pie
 SNIFF_LINES = 400
 M32 = 0xFFFFFFFF
 NO_PACKETS = "no packets found: not a pcap, pcapng or tcpdump text capture"
+# what each integer column can hold: a pasted number past it ("length 4294967296", a date in year 1) is a
+# line that cannot be read, not an OverflowError when the batch is built
+_RANGES = {name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) for name, dtype, _ in COLUMNS
+           if np.dtype(dtype).kind in "iu"}
 
 # -- line layout -------------------------------------------------------------------------------------
 
@@ -1200,6 +1204,10 @@ class TextParser:
                 wire = 0
             row["wire_len"] = wire & M32
             row["cap_len"] = wire & M32
+        wild = [k for k, v in row.items() if k in _RANGES and not _RANGES[k][0] <= v <= _RANGES[k][1]]
+        if wild:
+            self._warn(f"a number too large for a packet ({', '.join(wild)}): the packet is skipped", pkt.line)
+            return
         self.out.add(row, pkt.src, pkt.dst, pkt.line, seq_ok, ack_ok, pkt.ip_fields, payload)
 
     def _hex(self, pkt: _Pkt, t: _Tcp) -> tuple[int, int] | None:
