@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -501,3 +502,36 @@ def test_tracefs_instance_is_created_and_removed() -> None:
     os.mkdir(dead)
     assert "whyrst-lab-selftest-999999999" in tracefs.remove_stale("whyrst-lab-selftest-")
     assert not os.path.exists(dead)
+
+
+CASES_FOR_REPORTS = ("abortive-close.client.pcap", "firewall-reject.router.pcap", "injected.server.pcap",
+                     "listen-close-queued.client.pcap")
+
+
+def test_reports_of_lab_captures(lab: LabRun, labels: list[dict[str, Any]], tmp_path: Path) -> None:
+    """The HTML report of lab captures renders in headless Chromium with the ladder of each labelled RST,
+    and `whyrst annotate` comments every RST with the cause `whyrst analyze` gives it."""
+    import whyrst
+    from whyrst.report.annotate import annotate
+    from whyrst.report.html import write_html
+
+    test_html = pytest.importorskip("test_html")
+    for name in CASES_FOR_REPORTS:
+        pcap = lab.out_dir / name
+        report = whyrst.analyze(str(pcap), keep_ladders=True)
+        frames = sorted(int(lb["frame"]) for lb in labels if lb["pcap"] == name and lb.get("cause"))
+        assert frames and {r.frame for r in report.resets} >= set(frames)
+        if test_html.CHROMIUM is not None:
+            page = tmp_path / f"{name}.html"
+            write_html(report, str(page))
+            dom, console = test_html.run_chromium(page, tmp_path, f"#frame={frames[0]}")
+            assert console == [], console
+            assert re.search(rf'<svg class="ladder"[^>]*data-frame="{frames[0]}"', dom), name
+        if shutil.which("tshark"):
+            out = tmp_path / f"{name}.pcapng"
+            annotate(str(pcap), str(out))
+            rows = subprocess.run(["tshark", "-r", str(out), "-Y", "tcp.flags.reset==1", "-T", "fields",
+                                   "-e", "frame.number", "-e", "frame.comment"],
+                                  capture_output=True, text=True, check=True).stdout.splitlines()
+            causes = {r.frame: r.cause for r in report.resets}
+            assert rows and all(f"whyrst: {causes[int(row.split(chr(9))[0])]} (" in row for row in rows), rows

@@ -50,3 +50,23 @@ def test_closed_port_evidence_names_packets(seed_dir: Path, frame: str, cause: s
     assert r["cause"] == cause and str(r["frame"]) == frame
     assert any("frame 2" in e and "[R.]" in e for e in r["evidence"])
     assert any("ss -lnt" in c for c in r["confirm"])
+
+
+def test_seed_reports_render_in_chromium(seed_dir: Path, tmp_path: Path) -> None:
+    """The HTML report of each seed trace (text input) shows the ladder of its first RST, without errors."""
+    import re
+
+    import whyrst
+    from whyrst.report.html import write_html
+
+    test_html = pytest.importorskip("test_html")
+    if test_html.CHROMIUM is None:
+        pytest.skip("chromium is not installed")
+    for name in json.loads((seed_dir / "labels.json").read_text()):
+        report = whyrst.analyze(str(seed_dir / name), keep_ladders=True)
+        page = tmp_path / f"{name}.html"
+        write_html(report, str(page))
+        first = report.resets[0].frame
+        dom, console = test_html.run_chromium(page, tmp_path, f"#frame={first}")
+        assert console == [], (name, console)
+        assert re.search(rf'<svg class="ladder"[^>]*data-frame="{first}"', dom), name
