@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from whyrst.errors import WhyrstError
+from whyrst.proc import pid_alive
 
 PREFIX = "whyrst-lab-"
 ROLES = ("client", "router", "server")
@@ -352,28 +353,14 @@ def kill_ns_pids(ns: str) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         for _ in range(20):
-            if not any(_alive(p) for p in pids):
+            if not any(pid_alive(p) for p in pids):
                 break
             time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is gone for our purposes
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
-        if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
-            return False
-    return True
-
-
 def owner_alive(ns: str) -> bool:
     m = _NS_PID.match(ns)
-    return bool(m) and int(m.group(1)) != os.getpid() and _alive(int(m.group(1)))
+    return bool(m) and int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1)))
 
 
 def cleanup_leftovers(force: bool = False) -> list[str]:
@@ -390,7 +377,7 @@ def cleanup_leftovers(force: bool = False) -> list[str]:
     base = Path(tempfile.gettempdir())
     for d in base.glob(f"{PREFIX}*"):
         m = _NS_PID.match(d.name)
-        if m and d.is_dir() and (force or not _alive(int(m.group(1)))) and int(m.group(1)) != os.getpid():
+        if m and d.is_dir() and (force or not pid_alive(int(m.group(1)))) and int(m.group(1)) != os.getpid():
             shutil.rmtree(d, ignore_errors=True)
             removed.append(f"directory {d}")
     try:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from whyrst.errors import WhyrstError
+from whyrst.proc import pid_alive
 
 TRACEFS = "/sys/kernel/tracing"
 LEGACY_TRACEFS = "/sys/kernel/debug/tracing"
@@ -348,16 +349,6 @@ def typed(ev: TraceEvent, reasons: dict[int, str] | None = None) -> ResetEvent |
 # -- the instance -------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def instance_owner(name: str) -> int | None:
     """The pid in ``whyrst-<purpose>-<pid>[-suffix]``, or None when the name does not carry one."""
     if not name.startswith(INSTANCE_PREFIX):
@@ -401,7 +392,7 @@ def remove_stale(prefix: str = INSTANCE_PREFIX, root: str | None = None, *, only
         if not n.startswith(prefix):
             continue
         pid = instance_owner(n)
-        if only_dead and (pid is None or _pid_alive(pid)):
+        if only_dead and (pid is None or pid_alive(pid)):
             continue
         if remove_instance(os.path.join(base, n)):
             gone.append(n)
