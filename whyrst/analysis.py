@@ -247,13 +247,33 @@ def analyze(
         warnings.warn(f"host facts (usual TTLs, probed ports) are approximate: {prepass.hosts_forgotten} entries "
                       f"of hosts seen once were forgotten (more than {prepass.max_hosts} distinct hosts)")
 
-    hosts = HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts)
+    hosts = host_view(prepass, first_ts)
+    resets, ladders = explain_contexts(observe_contexts(reset_conns, hosts), hosts, keep_ladders)
+    return Report(
+        source=name, format=fmt, packets=packets, connections=prepass.connections,
+        resets=resets, warnings=warnings.all(), ladders=ladders,
+        conns=sorted(conn_records, key=lambda r: (r["ts"], r["uid"])),
+    )
+
+
+def host_view(prepass: Any, first_ts: int) -> HostView:
+    """What the whole capture says about its hosts, from the prepass (before any RST is observed)."""
+    return HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts)
+
+
+def observe_contexts(reset_conns: Iterable[Connection], hosts: HostView) -> list[ResetContext]:
+    """Add what the connections' resets say about hosts to ``hosts``; their contexts in frame order."""
     contexts: list[ResetContext] = []
     for conn in reset_conns:
         observe_hosts(conn.resets, hosts)
         contexts.extend(conn.resets)
     contexts.sort(key=lambda c: c.rst.frame)
+    return contexts
 
+
+def explain_contexts(contexts: Iterable[ResetContext], hosts: HostView,
+                     keep_ladders: bool = False) -> tuple[list[Reset], dict[int, list[dict[str, Any]]]]:
+    """Each RST explained (contexts in frame order; a connection's RSTs read its earlier ones)."""
     resets = []
     ladders: dict[int, list[dict[str, Any]]] = {}
     first_by_side: dict[tuple[str, bool], tuple[int, Any]] = {}
@@ -274,11 +294,7 @@ def analyze(
         ))
         if keep_ladders:
             ladders[rst.frame] = ladder(ctx)
-    return Report(
-        source=name, format=fmt, packets=packets, connections=prepass.connections,
-        resets=resets, warnings=warnings.all(), ladders=ladders,
-        conns=sorted(conn_records, key=lambda r: (r["ts"], r["uid"])),
-    )
+    return resets, ladders
 
 
 def ladder(ctx: ResetContext) -> list[dict[str, Any]]:
