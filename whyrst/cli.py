@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # whyrst does no linear algebra: numpy's OpenBLAS need not start a thread per core at import
+    # (tens of milliseconds of CPU on every run, more on a busy machine); set before numpy loads
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
