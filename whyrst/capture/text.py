@@ -90,6 +90,7 @@ NO_PACKETS = "no packets found: not a pcap, pcapng or tcpdump text capture"
 # line that cannot be read, not an OverflowError when the batch is built
 _RANGES = {name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)) for name, dtype, _ in COLUMNS
            if np.dtype(dtype).kind in "iu"}
+_FILL = {name: int(fill) for name, _, fill in COLUMNS}
 
 # -- line layout -------------------------------------------------------------------------------------
 
@@ -117,7 +118,11 @@ _UNTIMED = re.compile(
     r"(?:IP6? |ARP, (?:Request|Reply|Reverse)|" + _MAC + r" > " + _MAC + r", |" + _MAC + r" ethertype |"
     r"AF IPv[46] |ip: )"
 )
-_BANNER = re.compile(r"\s*(?:listening on |reading from file |tcpdump: (?:verbose output suppressed|listening))")
+_BANNER = re.compile(r"(?:listening on |reading from file |tcpdump: (?:verbose output suppressed|listening))")
+# Lines around pasted output that end the packet before them (never indented: tcpdump indents its own lines).
+_NOISE = re.compile(r"(?:tcpdump: |\^C|\d+ packets? (?:captured|received by filter|dropped by)|```|~~~|"
+                    r"\S*[$#%>] |\[sudo\] )")
+_IP_WORD = re.compile(r"(?:\S+\s+" + _DIR + r"\s+)?IP6? ")
 
 # -- network layer -----------------------------------------------------------------------------------
 
@@ -128,7 +133,8 @@ _PAIR_BODY = (
     r"(?P<src>" + _A4 + "|" + _A6 + r")(?:\.(?P<sport>" + _PORT + r"))? > "
     r"(?P<dst>" + _A4 + "|" + _A6 + r")(?:\.(?P<dport>" + _PORT + r"))?:(?= |$)"
 )
-_NET = re.compile(r"(?P<v4h>\(tos 0x[0-9a-fA-F]+)|(?P<v6h>IP6 \()|(?:IP6? )?" + _PAIR_BODY)
+_NET = re.compile(r"(?P<v4h>\(tos 0x[0-9a-fA-F]+)|(?P<v6h>IP6 \(|\((?=(?:class 0x|flowlabel 0x|hlim \d)))|"
+                  r"(?:IP6? )?" + _PAIR_BODY)
 _PAIR = re.compile(r"(?:IP6? )?" + _PAIR_BODY)
 _TCP_PAIR = re.compile(r"(?:IP6? )?" + _PAIR_BODY + r" (?=Flags \[)")
 _PORTS_ONLY = re.compile(r"(?P<sport>\d{1,5}) > (?P<dport>\d{1,5}): (?=Flags \[|tcp \d)")
@@ -377,7 +383,7 @@ class SeqBook:
     def __init__(self) -> None:
         self.convs: dict[tuple[int, bytes, int, bytes, int], _Conv] = {}
         self.mode = 0  # the last decision of any conversation, for packets that cannot tell
-        self.relative_unknown = False  # some numbers stayed relative: their base was never printed
+        self.relative = False  # the last step left a number relative: its base was never printed
 
     def step(self, version: int, src: bytes, sport: int, dst: bytes, dport: int, flags: int,
              seq: int | None, ack: int | None, length: int,
@@ -389,6 +395,7 @@ class SeqBook:
             c = self.convs[key] = _Conv()
         s = 1 if rev else 0
         r = 1 - s
+        self.relative = False
         seq_abs: int | None
         ack_abs: int | None
         if exact_seq is not None:
@@ -423,14 +430,16 @@ class SeqBook:
                     seq_abs = (seq + c.base[s]) & M32
                     seq_ok = c.state[s] == EXACT
                     if c.state[s] == UNKNOWN:
-                        self.relative_unknown = True
+                        self.relative = True
                 else:
                     seq_abs, seq_ok = self._estimate(c, s), False
+                    if c.state[s] == UNKNOWN:
+                        self.relative = True
                 if ack is not None:
                     ack_abs = (ack + c.base[r]) & M32
                     ack_ok = c.state[r] == EXACT
                     if c.state[r] == UNKNOWN:
-                        self.relative_unknown = True
+                        self.relative = True
                 else:
                     ack_abs, ack_ok = 0, False
         self._advance(c, s, r, flags, seq_abs, ack_abs, length, seq is not None or exact_seq is not None)
@@ -447,6 +456,8 @@ class SeqBook:
             est = self._estimate(c, s)
             c.base[s], c.state[s] = (est, ESTIMATED) if est is not None else (0, UNKNOWN)
             seq_abs = est
+            if est is None:
+                self.relative = True  # tcpdump keeps this number as the side's base but did not print it
         if ack is not None:
             c.base[r], c.state[r] = (ack - 1) & M32, EXACT
         else:
@@ -469,9 +480,10 @@ class SeqBook:
             if expect is not None and base:
                 d_rel, d_abs = _sd(v + base - expect), _sd(v - expect)
                 if d_rel < NEAR or d_abs < NEAR:
-                    if 2 * d_abs < d_rel:
+                    # the readings differ by the base; one must land much closer than the other
+                    if 8 * d_abs + 64 <= d_rel:
                         votes.append((d_abs, ABS))
-                    elif 2 * d_rel < d_abs:
+                    elif 8 * d_rel + 64 <= d_abs:
                         votes.append((d_rel, REL))
                     continue
             near_zero, near_base = _sd(v), _sd(v - base)
@@ -551,8 +563,10 @@ class _Pkt:
         "hex_payload",
         "hexbuf",
         "indent",
+        "inner_hdr",
         "ip6_plen",
         "ip_fields",
+        "ip_hl",
         "ip_len",
         "line",
         "link_len",
@@ -562,6 +576,7 @@ class _Pkt:
         "tcp",
         "text_lines",
         "timestamped",
+        "tunnel",
     )
 
     def __init__(self, row: dict[str, int], line: int, indent: int, timestamped: bool) -> None:
@@ -580,9 +595,12 @@ class _Pkt:
         self.text_lines: list[str] | None = None
         self.ip_fields = False
         self.ip_len = -1  # IPv4 total length from -v
+        self.ip_hl = 20  # IPv4 header length: -1 when -v shows IP options (their size is not printed)
         self.ip6_plen = -1  # IPv6 payload length from -v
         self.link_len = -1  # frame length from -e
         self.hdr_lineno = line
+        self.tunnel = 0  # the encapsulation the outer packet announced (GRE, VXLAN, IP in IP, ...)
+        self.inner_hdr: _Pkt | None = None  # an inner -v IP header waiting for its address line
 
 
 class _Builder:
@@ -596,14 +614,14 @@ class _Builder:
         self.seq_exact: list[bool] = []
         self.ack_exact: list[bool] = []
         self.ip_fields: list[bool] = []
+        self.relative: list[bool] = []
         self.data = bytearray()
-        self.relative_unknown = False
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, row: dict[str, int], src: bytes, dst: bytes, line: int, seq_exact: bool, ack_exact: bool,
-            ip_fields: bool, payload: bytes) -> None:
+            ip_fields: bool, payload: bytes, relative: bool) -> None:
         if payload:
             row["payload_off"] = len(self.data)
             row["payload_cap"] = len(payload)
@@ -615,6 +633,7 @@ class _Builder:
         self.seq_exact.append(seq_exact)
         self.ack_exact.append(ack_exact)
         self.ip_fields.append(ip_fields)
+        self.relative.append(relative)
 
     def build(self) -> PacketBatch:
         n = len(self.rows)
@@ -638,7 +657,8 @@ class _Builder:
             "ack_exact": np.array(self.ack_exact, dtype=bool),
             "ip_fields": ip_fields,
             "has_ip_fields": bool(n) and bool(np.all(ip_fields[is_ip])) and bool(is_ip.any()),
-            "seq_absolute": not self.relative_unknown,
+            "seq_relative": np.array(self.relative, dtype=bool),
+            "seq_absolute": not any(self.relative),
         })
         self.__init__()  # type: ignore[misc]
         return batch
@@ -684,9 +704,6 @@ class TextParser:
 
     def take(self) -> PacketBatch:
         """The rows finished so far (the packet still open stays open)."""
-        if self.book.relative_unknown:
-            self.out.relative_unknown = True
-            self.book.relative_unknown = False
         return self.out.build()
 
     def finish(self) -> PacketBatch:
@@ -704,6 +721,9 @@ class TextParser:
         if not line.strip():
             if self.cur is not None and self.cur.text_lines is not None and line.startswith("\t"):
                 self.cur.text_lines.append("")  # the empty line that ends a header block
+            return
+        if not line[:1].isspace() and (_BANNER.match(line) or _NOISE.match(line)):
+            self._other_line(line)
             return
         m = _LEAD.match(line)
         if m is None:  # pragma: no cover - the pattern matches every string
@@ -736,7 +756,7 @@ class TextParser:
         """A line that is not part of a packet: closes the open packet; banners start a new run."""
         self._close()
         if _BANNER.match(line):
-            self.book = SeqBook() if not self.book.relative_unknown else _carry(self.book)
+            self.book = SeqBook()
             self.clock.new_run()
 
     def _start(self, m: re.Match[str], rest: str, indent: int, timestamped: bool) -> None:
@@ -750,9 +770,11 @@ class TextParser:
             net = _NET.search(rest, net.start() + 1)
         prefix = rest[: net.start()] if net is not None else rest
         self._link(pkt, prefix)
+        if prefix.startswith("MPLS ("):
+            row["encap"] = ENC_MPLS
         if net is None:
             row["kind"] = Kind.OTHER
-            if re.match(r"(?:\S+\s+" + _DIR + r"\s+)?IP6? ", prefix) and "bad-len" not in prefix:
+            if _IP_WORD.match(prefix) and "bad-len" not in prefix:
                 self._warn("a packet line whose addresses cannot be read (tcpdump without -nn?)")
             return
         self._network(pkt, rest, net, top=True)
@@ -816,7 +838,7 @@ class TextParser:
             pkt.hdr_lineno = self.lineno
             return
         if net.group("v6h"):
-            start = net.start() + 4
+            start = net.end() - 1 if net.group("v6h").endswith("(") else net.start()
             end = _close_paren(text, start)
             fields = text[start + 1: end - 1] if end > 0 else text[start + 1:]
             self._ipv6_fields(pkt, fields)
@@ -854,6 +876,8 @@ class TextParser:
                 proto = int(pr)
             elif length is not None and pkt.ip_len < 0:
                 pkt.ip_len = int(length)
+        if "options (" in fields:
+            pkt.ip_hl = -1
         row["kind"] = Kind.FRAGMENT if offset else (Kind.TCP_TRUNCATED if proto == 6 else Kind.IP_OTHER)
 
     def _ipv6_fields(self, pkt: _Pkt, fields: str) -> None:
@@ -901,32 +925,33 @@ class TextParser:
         if body.startswith(("ICMP", "ICMP6")):
             pkt.no_inner = True
             return
+        pkt.tunnel = pkt.tunnel or _tunnel_kind(body)
         if _TUNNEL_NEXT_LINE.search(body):
             pkt.expect_inner = True
             return
         self._inner_or_other(pkt, body)
 
     def _inner_or_other(self, pkt: _Pkt, text: str) -> None:
-        """A tunnel on the same line (GRE, IP in IP, MPLS...): take the inner TCP packet when there is one."""
+        """A tunnelled packet (GRE, IP in IP, VXLAN, MPLS...): take the inner TCP packet when there is one.
+
+        The inner packet may follow on the same line or, with -v, its IP header and its address line
+        on lines of their own."""
         m = _TCP_PAIR.search(text)
         while m is not None and not self._pair_ok(m):
             m = _TCP_PAIR.search(text, m.start() + 1)
+        before = text[: m.start()] if m is not None else text
+        hdr = _inner_header(before)
+        if hdr is not None:
+            pkt.inner_hdr = _Pkt({}, self.lineno, 0, False)
+            self._ipv4_fields(pkt.inner_hdr, hdr)
         if m is None:
-            if pkt.row.get("kind") is None:
-                pkt.row["kind"] = Kind.IP_OTHER
             return
-        before = text[: m.start()]
-        enc = (ENC_GRE if "GRE" in before else ENC_VXLAN if "VXLAN" in before else ENC_GENEVE if "Geneve" in before
-               else ENC_MPLS if "MPLS" in before else ENC_IPIP)
-        self._take_inner(pkt, text[m.start():], enc, before)
+        enc = pkt.tunnel or _tunnel_kind(before) or ENC_IPIP
+        self._take_inner(pkt, text[m.start():], enc)
 
-    def _take_inner(self, pkt: _Pkt, text: str, enc: int, before: str) -> None:
-        inner = _Pkt({"frame": 0, "ts_ns": 0}, self.lineno, 0, False)
-        hdr = before.rfind("(tos 0x")
-        if hdr >= 0:
-            end = _close_paren(before, hdr)
-            if end > 0:
-                self._ipv4_fields(inner, before[hdr + 1: end - 1])
+    def _take_inner(self, pkt: _Pkt, text: str, enc: int) -> None:
+        inner = pkt.inner_hdr or _Pkt({}, self.lineno, 0, False)
+        pkt.inner_hdr = None
         net = _NET.search(text)
         while net is not None and net.group("src") and not self._pair_ok(net):
             net = _NET.search(text, net.start() + 1)
@@ -942,7 +967,7 @@ class TextParser:
         pkt.row = {**inner.row, **keep, "encap": enc}
         pkt.src, pkt.dst, pkt.tcp = inner.src, inner.dst, inner.tcp
         pkt.ip_fields = inner.ip_fields
-        pkt.ip_len, pkt.ip6_plen = inner.ip_len, inner.ip6_plen
+        pkt.ip_len, pkt.ip6_plen, pkt.ip_hl = inner.ip_len, inner.ip6_plen, inner.ip_hl
         pkt.expect_inner = False
 
     # -- TCP ------------------------------------------------------------------------------------------
@@ -1075,7 +1100,8 @@ class TextParser:
             if name in OPTION_SIZES:
                 size += OPTION_SIZES[name]
             elif name == "tcp-ao":
-                size += 4 + max(0, (len(part) - 30) // 2)
+                mac = re.search(r"\bmac 0x([0-9a-fA-F]+)", part)
+                size += 2 if "invalid" in part else 4 + (len(mac.group(1)) // 2 if mac else 0)
         t.opt_bytes = size
         return mask
 
@@ -1113,16 +1139,10 @@ class TextParser:
         if pkt.expect_addr:
             pkt.expect_addr = False
             pair = _PAIR.match(stripped)
-            while pair is not None and not self._pair_ok(pair):
-                pair = None
-            if pair is not None:
+            if pair is not None and self._pair_ok(pair):
                 self._pair(pkt, stripped, pair)
                 return
             self._warn("an IP header line without the line of its packet", pkt.hdr_lineno)
-        if pkt.expect_inner:
-            pkt.expect_inner = False
-            self._inner_line(pkt, stripped, ENC_GENEVE if pkt.row.get("encap") == ENC_GENEVE else ENC_VXLAN)
-            return
         if pkt.text_lines is not None and line.startswith("\t"):
             if len(pkt.text_lines) < 256:
                 pkt.text_lines.append(line[1:])
@@ -1134,17 +1154,11 @@ class TextParser:
             if net is not None:
                 self._network(pkt, stripped, net, top=False)
             return
-        if not pkt.no_inner and pkt.row.get("kind") in (Kind.IP_OTHER, Kind.OTHER) and pkt.tcp is None \
-                and "Flags [" in stripped:
-            self._inner_line(pkt, stripped, ENC_IPIP)
-
-    def _inner_line(self, pkt: _Pkt, text: str, enc: int) -> None:
-        m = _TCP_PAIR.search(text)
-        while m is not None and not self._pair_ok(m):
-            m = _TCP_PAIR.search(text, m.start() + 1)
-        if m is None:
+        if pkt.no_inner or pkt.tcp is not None or pkt.row.get("kind") not in (Kind.IP_OTHER, Kind.OTHER):
             return
-        self._take_inner(pkt, text[m.start():], enc, text[: m.start()])
+        if pkt.expect_inner or pkt.tunnel or pkt.inner_hdr is not None or "Flags [" in stripped:
+            pkt.expect_inner = False
+            self._inner_or_other(pkt, stripped)
 
     # -- finishing a packet ------------------------------------------------------------------------------
 
@@ -1158,7 +1172,7 @@ class TextParser:
             self._warn("an IP header line without the line of its packet", pkt.hdr_lineno)
         kind = row.setdefault("kind", Kind.OTHER)
         t = pkt.tcp
-        seq_ok = ack_ok = False
+        seq_ok = ack_ok = relative = False
         payload = b""
         version = row.get("ip_version", 0)
         ip_hdr = 20 if version == 4 else 40
@@ -1177,10 +1191,11 @@ class TextParser:
                     version, pkt.src, row.get("sport", 0), pkt.dst, row.get("dport", 0), t.flags, t.seq, t.ack,
                     length, e_seq, e_ack)
                 row["seq"], row["ack"] = seq, ack
+                relative = self.book.relative
             if "tcp_hdr_len" not in row and kind == Kind.TCP:
                 hl = -1
-                if pkt.ip_len >= 0 and t.length is not None:
-                    hl = pkt.ip_len - 20 - t.length
+                if pkt.ip_len >= 0 and pkt.ip_hl > 0 and t.length is not None:
+                    hl = pkt.ip_len - pkt.ip_hl - t.length
                 elif pkt.ip6_plen >= 0 and t.length is not None:
                     hl = pkt.ip6_plen - t.length
                 if not (20 <= hl <= 60 and hl % 4 == 0):
@@ -1205,10 +1220,13 @@ class TextParser:
             row["wire_len"] = wire & M32
             row["cap_len"] = wire & M32
         wild = [k for k, v in row.items() if k in _RANGES and not _RANGES[k][0] <= v <= _RANGES[k][1]]
-        if wild:
-            self._warn(f"a number too large for a packet ({', '.join(wild)}): the packet is skipped", pkt.line)
-            return
-        self.out.add(row, pkt.src, pkt.dst, pkt.line, seq_ok, ack_ok, pkt.ip_fields, payload)
+        if wild:  # "length 4294967296", a date in year 1: the row stays (frames keep counting lines)
+            self._warn(f"a number too large for a packet ({', '.join(wild)}): left out", pkt.line)
+            for k in wild:
+                row[k] = _FILL[k] if k != "ts_ns" else (self.clock.last or 0)
+            if "payload_len" in wild:
+                payload = b""
+        self.out.add(row, pkt.src, pkt.dst, pkt.line, seq_ok, ack_ok, pkt.ip_fields, payload, relative)
 
     def _hex(self, pkt: _Pkt, t: _Tcp) -> tuple[int, int] | None:
         """Exact fields from a -x/-X hex dump whose IP header matches the packet line."""
@@ -1256,6 +1274,33 @@ class TextParser:
 
 
 _CUT_MARK = re.compile(r" ?\[\|\w+\]$")
+_INNER_V4 = re.compile(r"\(tos 0x")
+
+
+def _tunnel_kind(text: str) -> int:
+    """The encapsulation tcpdump names before an inner packet."""
+    if "GRE" in text:
+        return ENC_GRE
+    if "VXLAN" in text:
+        return ENC_VXLAN
+    if "Geneve" in text:
+        return ENC_GENEVE
+    if "MPLS" in text:
+        return ENC_MPLS
+    if text.startswith(("IP ", "IP6 ", "(tos ")):
+        return ENC_IPIP
+    return 0
+
+
+def _inner_header(text: str) -> str | None:
+    """The fields of the last -v IPv4 header in ``text`` (an inner packet's)."""
+    at = -1
+    for m in _INNER_V4.finditer(text):
+        at = m.start()
+    if at < 0:
+        return None
+    end = _close_paren(text, at)
+    return text[at + 1: end - 1] if end > 0 else text[at + 1:]
 
 
 def _text_payload(lines: list[str]) -> bytes:
@@ -1269,12 +1314,6 @@ def _text_payload(lines: list[str]) -> bytes:
             break
         out += _unvis(line) + b"\r\n"
     return bytes(out)
-
-
-def _carry(book: SeqBook) -> SeqBook:
-    new = SeqBook()
-    new.relative_unknown = book.relative_unknown
-    return new
 
 
 # -- public entry points --------------------------------------------------------------------------------
@@ -1356,7 +1395,7 @@ def concat(batches: Iterable[PacketBatch]) -> PacketBatch:
         data += bytes(b.data)
     cols["payload_off"] = np.concatenate(offs).astype(np.uint32)
     extras: dict[str, object] = {"format": "tcpdump-text"}
-    for key in ("line", "seq_exact", "ack_exact", "ip_fields"):
+    for key in ("line", "seq_exact", "ack_exact", "ip_fields", "seq_relative"):
         extras[key] = np.concatenate([b.extras[key] for b in items])  # type: ignore[misc]
     extras["has_ip_fields"] = all(bool(b.extras["has_ip_fields"]) for b in items)
     extras["seq_absolute"] = all(bool(b.extras["seq_absolute"]) for b in items)
