@@ -355,6 +355,21 @@ def _injected(f: Features) -> Verdict:
     if f.more_rsts_diff_seq:
         s += 0.15
         why.append("Several RSTs with different sequence numbers: a blind injector guessing the window.")
+    if f.rst_window == "outside" and not f.answers_syn:
+        s += 0.2
+        why.append(f"Its sequence number is {f.window_offset:+d} from the receiver's next expected one, outside its "
+                   f"{f.receive_window}-byte window: a stack resets with its own next sequence number, a blind "
+                   "injector guesses, and a receiver drops a RST outside its window (RFC 5961).")
+    elif f.rst_window == "in-window" and not f.answers_syn:
+        s += 0.1
+        why.append(f"Its sequence number is inside the receiver's window but {f.window_offset:+d} from the next "
+                   "expected one: a guess that landed in the window. A receiver following RFC 5961 (Linux does) "
+                   "answers such a RST with a challenge ACK and does not reset.")
+    if f.challenge_ack:
+        why.append("The receiver answered at once with a bare ACK: the challenge ACK of RFC 5961.")
+    if f.rst_ignored:
+        why.append("Both sides went on sending after it: the receiver ignored this RST, so it did not end the "
+                   "connection.")
     if s and f.seq_expected is False and not f.answers_syn:
         s += 0.05
     return min(s, 0.97), why

@@ -93,6 +93,14 @@ class Features:
     unknown_tuple_midstream: bool  # the tuple's first packet, well into the capture, is mid-stream: a changed tuple
     synack_after: bool  # the supposed sender answered with a SYN-ACK after the RST (injection race)
     data_after_rst_from_sender: bool
+    # where the RST's seq falls in the receiver's window (RFC 5961: only the exact next sequence number resets;
+    # one elsewhere in the window gets a challenge ACK, one outside it is dropped): "exact", "in-window",
+    # "outside" or "unknown"; the offset from the receiver's next expected number, and its window in bytes
+    rst_window: str = "unknown"
+    window_offset: int = 0
+    receive_window: int = 0
+    challenge_ack: bool = False  # the receiver answered the RST with a bare ACK at once (RFC 5961)
+    rst_ignored: bool = False  # not exact, and both sides went on sending: the RST ended nothing
 
 
 def _fmt_bool(v: bool | None) -> str:
@@ -258,6 +266,27 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     later_conn_syn = bool(ctx.conn.n_packets and any(
         p.flags & SYN and not p.flags & ACK and p.from_orig != sender_is_orig for p in after))
 
+    # the receiver's window: its last advertised window (scaled), from its last ACK on
+    peer_ep = conn.resp if sender_is_orig else conn.orig
+    peer_plain = [p for p in theirs if not p.flags & (RST | SYN)]
+    receive_window = (peer_plain[-1].win << peer_ep.window_scale) if peer_plain else 65535
+    rcv_nxt = peer_acks[-1] if peer_acks else expected_next
+    rst_window, window_offset = "unknown", 0
+    if rcv_nxt is not None:
+        window_offset = seq_delta(rst.seq, rcv_nxt)
+        if seq_expected or window_offset == 0:
+            rst_window = "exact"
+        elif 0 < window_offset < max(receive_window, 1):
+            rst_window = "in-window"
+        else:
+            rst_window = "outside"
+    first_reply = next((p for p in after if p.from_orig != sender_is_orig), None)
+    challenge_ack = bool(rst_window == "in-window" and first_reply is not None and first_reply.flags & ACK
+                         and not first_reply.flags & (SYN | FIN | RST) and first_reply.payload_len == 0
+                         and first_reply.ts_ns - rst.ts_ns < 100_000_000)
+    rst_ignored = rst_window in ("in-window", "outside") and bool(sender_after) and bool(peer_after) and any(
+        p.payload_len > 0 for p in [*sender_after, *peer_after])
+
     return Features(
         ctx=ctx,
         sender_role=role,
@@ -314,6 +343,11 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
                                      and conn.start_ns - hosts.capture_start_ns > NS),
         synack_after=rst_before_synack,
         data_after_rst_from_sender=any(p.payload_len > 0 for p in sender_after),
+        rst_window=rst_window,
+        window_offset=window_offset,
+        receive_window=receive_window,
+        challenge_ack=challenge_ack,
+        rst_ignored=rst_ignored,
     )
 
 
