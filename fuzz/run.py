@@ -140,7 +140,7 @@ def run_one(data: bytes, case_seconds: float) -> str:
 
             from whyrst.report.terminal import print_report
 
-            print_report(report, Console(file=io.StringIO(), width=160), verbose=True)
+            print_report(report, Console(file=io.StringIO(), width=160), verbose=True, limit=200)
     finally:
         if path is not None:
             os.unlink(path)

@@ -89,7 +89,7 @@ def outcome(data: bytes, *, via_file: bool = False, engine: str | None = None, r
 
                 from whyrst.report.terminal import print_report
 
-                print_report(report, Console(file=io.StringIO(), width=160), verbose=True)
+                print_report(report, Console(file=io.StringIO(), width=160), verbose=True, limit=200)
     finally:
         if path is not None:
             os.unlink(path)
