@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import random
@@ -469,19 +470,24 @@ KINDS_DIFFER = {"zeek_krb_kerberos_tso.pcapng", "zeek_tunnels_Teredo.pcap", "ark
 COUNT_ONLY = {"ndpi_reasm_crash_anon.pcapng"}
 
 
+@functools.cache
+def corpus_truth(path: Path) -> object:
+    return read_binary(path)
+
+
 def corpus_files(corpus: Path) -> list[Path]:
     return sorted(p for p in (corpus / "pcaps").iterdir() if not p.name.startswith("libpcap_"))
 
 
 @needs_tcpdump
-@pytest.mark.parametrize("opts", [(), ("-v",), ("-e",), ("-S",), ("-X",), ("-tttt", "-vv")], ids=" ".join)
+@pytest.mark.parametrize("opts", [(), ("-e", "-v"), ("-S", "-X"), ("-tttt", "-vv")], ids=" ".join)
 def test_corpus_text_equals_binary_reader(corpus: Path, opts: tuple[str, ...]) -> None:
     checked = exact = 0
     for path in corpus_files(corpus):
         raw = tcpdump(path, "-nn", *opts)
         if not raw:
             continue  # tcpdump cannot read it (pcapng with several snap lengths)
-        truth = read_binary(path)
+        truth = corpus_truth(path)
         text, _ = parse(raw)
         if path.name in COUNT_ONLY:
             assert text.n == truth.n
@@ -492,10 +498,9 @@ def test_corpus_text_equals_binary_reader(corpus: Path, opts: tuple[str, ...]) -
     assert checked >= 45 and exact > 7000
 
 
-TSHARK_FILES = ["zeek_tcp_rst-inject-rae.pcap", "zeek_http_get-to-ssh-server.pcap", "zeek_tls_irc-starttls.pcap",
-                "zeek_redis_almost-resp.pcap", "sv_tcp-fastopen-11-reject-syn-data.pcap", "sv_issue-3341-urgent11.pcap",
-                "tcpdump_mptcp-tcprst.pcap", "tcpdump_bgp-bgpsec.pcap", "arkime_tcp_handshake_synthetic.pcap",
-                "zeek_tunnels_Teredo.pcap", "ndpi_tcp_scan.pcap", "zeek_pop3_pop3.pcap"]
+TSHARK_FILES = ["zeek_tcp_rst-inject-rae.pcap", "zeek_tls_irc-starttls.pcap", "zeek_redis_almost-resp.pcap",
+                "sv_tcp-fastopen-11-reject-syn-data.pcap", "sv_issue-3341-urgent11.pcap", "tcpdump_bgp-bgpsec.pcap",
+                "arkime_tcp_handshake_synthetic.pcap", "zeek_pop3_pop3.pcap"]
 
 
 def tshark_fields(path: Path) -> dict[int, list[str]]:
@@ -536,7 +541,7 @@ def test_corpus_text_equals_tshark(corpus: Path) -> None:
                 if text.extras["ip_fields"][i] and "," not in hop:
                     assert int(text.ttl[i]) == int(hop), where
                 checked += 1
-    assert checked > 1000
+    assert checked > 800
 
 
 def test_corpus_reference_outputs(corpus: Path) -> None:
@@ -661,7 +666,7 @@ FAR_FROM_ZERO = st.integers(1 << 25, (1 << 32) - (1 << 25))
 NOT_NEAR_ZERO = st.integers(1 << 16, (1 << 32) - (1 << 16))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations(NOT_NEAR_ZERO), st.booleans())
 def test_seqbook_undoes_tcpdump_numbering(packets: list[tuple[int, int, int, int, int, int]], vv: bool) -> None:
     """Exact whatever the conversation, unless an ISN sits within 64 KiB of zero: there a retransmission
@@ -675,7 +680,7 @@ def test_seqbook_small_isns(packets: list[tuple[int, int, int, int, int, int]], 
     undo(packets, absolute=False, vv=vv)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conversations(FAR_FROM_ZERO), st.booleans())
 def test_seqbook_takes_tcpdump_S_output_as_it_is(packets: list[tuple[int, int, int, int, int, int]],
                                                  vv: bool) -> None:
@@ -888,9 +893,9 @@ def test_text_parser_on_a_str() -> None:
 
 
 def test_speed_and_memory() -> None:
-    """Linear, about 50k lines a second or better; batches bounded by batch_size."""
+    """Linear, some 30k lines a second; batches bounded by batch_size."""
     lines = []
-    for i in range(20_000):
+    for i in range(10_000):
         port = 40000 + i % 500
         lines.append(f"10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 1000000:06d} IP 10.0.0.1.{port} > "
                      f"10.0.0.2.80: Flags [P.], seq {i}:{i + 10}, ack 1, win 502, options [nop,nop,TS val {i} "
@@ -899,8 +904,8 @@ def test_speed_and_memory() -> None:
     start = time.perf_counter()
     sizes = [x.n for x in parse_text_capture(io.BytesIO(raw), "big", 4096, Warnings())]
     elapsed = time.perf_counter() - start
-    assert sum(sizes) == 20_000 and max(sizes) <= 4096
-    assert elapsed < 4.0, elapsed
+    assert sum(sizes) == 10_000 and max(sizes) <= 4096
+    assert elapsed < 2.0, elapsed
 
 
 def mutate(data: random.Random, line: str) -> str:
