@@ -1222,6 +1222,8 @@ class TextParser:
         wild = [k for k, v in row.items() if k in _RANGES and not _RANGES[k][0] <= v <= _RANGES[k][1]]
         if wild:  # "length 4294967296", a date in year 1: the row stays (frames keep counting lines)
             self._warn(f"a number too large for a packet ({', '.join(wild)}): left out", pkt.line)
+            if "ts_ns" in wild:  # the clock went out of range with this line (its last time is this one)
+                self.clock.last = 0
             for k in wild:
                 row[k] = _FILL[k] if k != "ts_ns" else (self.clock.last or 0)
             if "payload_len" in wild:
