@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where the flood files go")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--only", choices=[name for name, _ in COMMANDS], help="run one command")
+    p.add_argument("--max-connections", type=int, help="passed to whyrst conns (default: its own)")
     args = p.parse_args(argv)
     failed = 0
     for packets in (int(x) for x in args.packets.split(",")):
@@ -55,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, template in COMMANDS:
                 if args.only and name != args.only:
                     continue
-                wall, rss, status, lines = measure([a.format(file=path) for a in template])
+                argv = [a.format(file=path) for a in template]
+                if name == "conns" and args.max_connections is not None:
+                    argv += ["--max-connections", str(args.max_connections)]
+                wall, rss, status, lines = measure(argv)
                 failed += status != 0
-                print(f"{name:8s} {packets:>10d} packets  exit {status}  {wall:8.1f} s  "
+                label = name if name != "conns" or args.max_connections is None else f"conns --max-connections {args.max_connections}"
+                print(f"{label:8s} {packets:>10d} packets  exit {status}  {wall:8.1f} s  "
                       f"{wall / packets * 1e6:6.2f} s per million packets  peak RSS {rss:7.0f} MiB", flush=True)
                 for line in lines[:5]:
                     print(f"         {line}")

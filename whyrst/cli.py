@@ -126,7 +126,7 @@ def cmd_conns(args: argparse.Namespace) -> int:
 
     # sorted by start time in bounded memory: a SYN flood has millions of connections
     rows: SortedRows = SortedRows(key=lambda r: r["ts"])
-    result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()))
+    result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()), max_connections=args.max_connections)
     out = sys.stdout
     if args.json:
         for r in rows:
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("capture")
     c.add_argument("--json", action="store_true", help="JSON lines with Zeek's field names")
     c.add_argument("--format", choices=("table", "zeek"), default="table", help="zeek: a conn.log (TSV)")
+    c.add_argument("--max-connections", type=int, default=1_000_000, metavar="N",
+                   help="connections tracked at once; past it the longest idle are ended early, with a warning "
+                        "(memory: about 4 KB each)")
     c.set_defaults(func=cmd_conns)
 
     k = sub.add_parser("causes", help="list the cause catalog")
