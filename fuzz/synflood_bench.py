@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                     argv += ["--max-connections", str(args.max_connections)]
                 wall, rss, status, lines = measure(argv)
                 failed += status != 0
-                label = name if name != "conns" or args.max_connections is None else f"conns --max-connections {args.max_connections}"
+                label = name
+                if name == "conns" and args.max_connections is not None:
+                    label = f"conns --max-connections {args.max_connections}"
                 print(f"{label:8s} {packets:>10d} packets  exit {status}  {wall:8.1f} s  "
                       f"{wall / packets * 1e6:6.2f} s per million packets  peak RSS {rss:7.0f} MiB", flush=True)
                 for line in lines[:5]:
