@@ -19,5 +19,6 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet]'
 
-# Compile numba's kernels once now (kept in numba's cache), so the first analysis does not pay for it.
-python3 -m whyrst.tcp.prepass || echo "whyrst: numba kernels not compiled ahead (numba missing?)" >&2
+# Compile the numba kernels now: into numba's cache (so no analysis pays for compiling them), then ahead of
+# time into an extension module (so an analysis does not even import numba: whyrst/_aot.py).
+python3 -m whyrst._aot || echo "whyrst: kernels not compiled ahead of time (numba or a C compiler missing?)" >&2

@@ -203,7 +203,10 @@ def analyze(
     if engine is None:
         engine = "numpy" if is_file and _is_small(source) else "auto"
     if _LEAN_NUMBA and engine in ("auto", "numba"):
-        _load_numba_lean()
+        from whyrst import _aot
+
+        if _aot.kernels() is None:  # numba itself will be loaded
+            _load_numba_lean()
     prepass = new_prepass(engine)
     reset_conns: list[Connection] = []
     conn_records: list[dict[str, Any]] = []

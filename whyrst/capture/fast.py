@@ -36,13 +36,22 @@ def _numba() -> Any:
     return numba
 
 
+def _aot() -> dict[str, Any] | None:
+    from whyrst import _aot
+
+    return _aot.kernels()
+
+
 def available() -> bool:
-    """Whether the compiled kernels can be used (numba installed and not disabled)."""
-    return _numba() is not None
+    """Whether the compiled kernels can be used (built ahead of time, or numba installed; not disabled)."""
+    return _aot() is not None or _numba() is not None
 
 
 @cache
 def _kernels() -> dict[str, Any] | None:
+    aot = _aot()  # ahead-of-time compiled: no numba import (see whyrst._aot)
+    if aot is not None and all(name in aot for name in ("walk_pcap", "walk_epb", "decode_all")):
+        return {name: aot[name] for name in ("walk_pcap", "walk_epb", "decode_all")}
     if _numba() is None:
         return None
     from whyrst.capture import _kernels as k

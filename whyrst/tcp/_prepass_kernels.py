@@ -17,6 +17,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from whyrst.tcp._prepass_layout import (
+    FULL_CONNS,
+    FULL_NONE,
+    FULL_PROBES,
+    FULL_RSTS,
+    FULL_TTLS,
+    ST_CONNECTIONS,
+    ST_CONNS,
+    ST_MAX_TS,
+    ST_PROBES,
+    ST_RSTS,
+    ST_TCP,
+    ST_TTLS,
+)
+
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
 M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -25,11 +40,6 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 S30, S27, S31, S16, S40, S8 = (np.uint64(k) for k in (30, 27, 31, 16, 40, 8))
 KIND_TCP = 1
 SYN, RST, ACK = 0x002, 0x004, 0x010
-
-# indexes into the ``stats`` array
-ST_CONNS, ST_RSTS, ST_TTLS, ST_PROBES, ST_CONNECTIONS, ST_TCP, ST_MAX_TS = 0, 1, 2, 3, 4, 5, 6
-# what :func:`feed` reports when it stops early: the table that needs to grow
-FULL_NONE, FULL_CONNS, FULL_RSTS, FULL_TTLS, FULL_PROBES = 0, 1, 2, 3, 4
 
 
 @jit

@@ -320,6 +320,23 @@ class _ByHost(Mapping[str, Any]):
         return int(np.count_nonzero(distinct))
 
 
+def _kernel_module() -> Any:
+    """The prepass kernels: built ahead of time when they are (no numba import), else numba's."""
+    import types
+
+    from whyrst import _aot
+    from whyrst.tcp import _prepass_layout
+
+    aot = _aot.kernels()
+    names = ("feed", "insert_keys", "rehash_ttls", "rehash_probes", "select_records")
+    if aot is not None and all(n in aot for n in names):
+        layout = {k: v for k, v in vars(_prepass_layout).items() if k.isupper()}
+        return types.SimpleNamespace(**layout, **{n: aot[n] for n in names})
+    from whyrst.tcp import _prepass_kernels
+
+    return _prepass_kernels
+
+
 class CompiledPrepass:
     """The same facts as :class:`NumpyPrepass`, counted by numba kernels into open-addressing tables.
 
@@ -327,9 +344,7 @@ class CompiledPrepass:
     like :class:`NumpyPrepass`'s once it holds more than ``max_tuples`` tuples."""
 
     def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
-        from whyrst.tcp import _prepass_kernels as k
-
-        self._k = k
+        self._k = _kernel_module()
         self.max_tuples = max_tuples
         self.forgotten = 0
         self.max_hosts = max_hosts
