@@ -1,10 +1,15 @@
 """Pasted ``tcpdump`` text output as a capture.
 
 Each packet line (with its continuation lines: the ``-v`` address line, protocol detail lines, hex
-dumps, the inner packet of a VXLAN tunnel) becomes one row of a :class:`PacketBatch`; ``frame`` is
-the n-th packet line, 1-based, in the order they appear. Lines that are not packets (banners, shell
-prompts, prose, code fences, ``N packets captured``) are skipped silently; a line that looks like a
-packet but cannot be read adds a warning with its line number and never raises.
+dumps, the inner packet of a tunnel) becomes one row of a :class:`PacketBatch`; ``frame`` is the n-th
+packet line, 1-based, in the order they appear. Lines that are not packets (banners, shell prompts,
+``^C``, prose, code fences, ``N packets captured``) are skipped silently; a line that looks like a
+packet but cannot be read adds a warning with its line number and never raises (a packet line whose
+numbers do not fit the columns keeps its row, without those numbers).
+
+A packet line starts with a tcpdump time stamp (6 or 9 fractional digits) followed by something
+tcpdump prints there, or, without a time stamp (``-t``), with ``IP``/``IP6``/``ARP``/a MAC address
+pair. A line after a packet line that is indented deeper, or not a packet line itself, continues it.
 
 Formats, detected line by line (mixtures allowed):
 
@@ -36,19 +41,27 @@ Sequence numbers. Unless ``-S`` is given, tcpdump prints the seq/ack of the firs
 of a conversation (and of every SYN+ACK) as they are and keeps them (print-tcp.c, ``tcp_seq_hash``:
 keyed by the address/port pair in a canonical order, the lower port first, with a ``rev`` flag); later
 ACK-bearing packets print ``seq - base[sender]`` and ``ack - base[receiver]``. :class:`SeqBook` runs
-that bookkeeping backwards, so the ``seq``/``ack`` columns hold absolute 32-bit values. ``-S`` output
-(and a new tcpdump run pasted after an old one without its banner) is recognised per packet: when a
-printed number is far from zero but within 2**24 of the value it would be relative to, and no printed
-number says otherwise, the numbers are taken as absolute (and the conversation restarts there, as a
-new tcpdump would). tcpdump banners (``listening on``, ``reading from file``) start a new run: the
-bookkeeping and the time-stamp format detection restart.
+that bookkeeping backwards, so the ``seq``/``ack`` columns hold absolute 32-bit values.
+
+``-S`` output (and a new tcpdump run pasted after an old one without its banner) is recognised per
+packet, where a number could be read either way: the reading that lands next to where that side's
+sequence numbers are (known from its earlier segments) wins when the other lands at least 8 times
+farther (and 64 beyond); without such a reference, a number within 2**24 of its base but far from
+zero is absolute and one near zero but far from the base relative. Packets that cannot tell follow the
+conversation's (else the capture's) last verdict, at first relative. Absolute numbers restart the
+conversation there, as a new tcpdump would. Near zero (an ISN within 64 KiB of 0) the two can be
+confused. tcpdump banners (``listening on``, ``reading from file``) start a new run: the bookkeeping
+and the time-stamp format detection restart.
 
 tcpdump leaves out the seq of a segment without data, SYN, FIN or RST (unless ``-vv``): it is
 estimated as the sender's next sequence number (from its own segments or the peer's acks). When the
-first ACK-bearing packet of a conversation has no printed seq, that side's base cannot be known: its
-numbers stay relative (base 0) and the batch's ``extras["seq_absolute"]`` is False. Per row,
-``extras["seq_exact"]``/``extras["ack_exact"]`` say whether the column is the value on the wire
-(printed, or recovered exactly); ``extras["line"]`` holds the line number of each packet.
+first ACK-bearing packet of a conversation has no printed seq (a capture that starts mid-stream with a
+pure ACK), that side's base cannot be known: its numbers stay tcpdump's relative ones (base 0).
+
+Per row, in ``extras`` (numpy arrays): ``seq_exact``/``ack_exact`` (the column is the value on the
+wire: printed, or recovered exactly), ``seq_relative`` (seq or ack left relative to an unknown base),
+``ip_fields`` (the row has -v IP header fields), ``line`` (line number of the packet line). Per batch:
+``seq_absolute`` (no row has ``seq_relative``), ``has_ip_fields``, ``format`` (``"tcpdump-text"``).
 """
 
 from __future__ import annotations
@@ -291,6 +304,7 @@ FAR = 1 << 20  # sequence numbers this far apart do not belong to the same stret
 
 NS_S = 1_000_000_000
 DAY = 86_400 * NS_S
+TS_LIMIT = (1 << 62)  # nanoseconds: some 146 years either side of 1970, well inside the int64 column
 STEP_BACK = 60 * NS_S  # a time of day that goes back further than this has passed midnight (or is a new paste)
 
 
@@ -341,6 +355,8 @@ class _Clock:
                     self.day += DAY * (1 + (self.last - value) // DAY)
                     value = self.day + raw
         else:
+            value = self.last + 1000 if self.last is not None else 0
+        if not -TS_LIMIT <= value <= TS_LIMIT:  # a date in year 1 or 9999: not a time stamp we can keep
             value = self.last + 1000 if self.last is not None else 0
         self.last = value
         return value
@@ -696,7 +712,7 @@ class TextParser:
             return
         try:
             self._line(line)
-        except (ValueError, IndexError, OverflowError, KeyError) as e:  # defensive: never a traceback
+        except Exception as e:  # pasted text must never end in a traceback
             self._warn(f"cannot read this line ({type(e).__name__})")
 
     def pending(self) -> int:
@@ -777,7 +793,7 @@ class TextParser:
             if _IP_WORD.match(prefix) and "bad-len" not in prefix:
                 self._warn("a packet line whose addresses cannot be read (tcpdump without -nn?)")
             return
-        self._network(pkt, rest, net, top=True)
+        self._network(pkt, rest, net)
 
     def _link(self, pkt: _Pkt, prefix: str) -> None:
         if not prefix:
@@ -819,7 +835,7 @@ class TextParser:
 
     # -- network layer -------------------------------------------------------------------------------
 
-    def _network(self, pkt: _Pkt, text: str, net: re.Match[str], top: bool) -> None:
+    def _network(self, pkt: _Pkt, text: str, net: re.Match[str]) -> None:
         row = pkt.row
         if net.group("v4h"):
             start = net.start()
@@ -957,7 +973,7 @@ class TextParser:
             net = _NET.search(text, net.start() + 1)
         if net is None:
             return
-        self._network(inner, text, net, top=False)
+        self._network(inner, text, net)
         if inner.row.get("kind") not in (Kind.TCP, Kind.TCP_TRUNCATED) or inner.tcp is None:
             return
         keep = {k: pkt.row[k] for k in ("frame", "ts_ns", "vlan", "iface", "link_type") if k in pkt.row}
@@ -1152,7 +1168,7 @@ class TextParser:
             while net is not None and net.group("src") and not self._pair_ok(net):
                 net = _NET.search(stripped, net.start() + 1)
             if net is not None:
-                self._network(pkt, stripped, net, top=False)
+                self._network(pkt, stripped, net)
             return
         if pkt.no_inner or pkt.tcp is not None or pkt.row.get("kind") not in (Kind.IP_OTHER, Kind.OTHER):
             return
@@ -1222,10 +1238,8 @@ class TextParser:
         wild = [k for k, v in row.items() if k in _RANGES and not _RANGES[k][0] <= v <= _RANGES[k][1]]
         if wild:  # "length 4294967296", a date in year 1: the row stays (frames keep counting lines)
             self._warn(f"a number too large for a packet ({', '.join(wild)}): left out", pkt.line)
-            if "ts_ns" in wild:  # the clock went out of range with this line (its last time is this one)
-                self.clock.last = 0
             for k in wild:
-                row[k] = _FILL[k] if k != "ts_ns" else (self.clock.last or 0)
+                row[k] = _FILL[k]
             if "payload_len" in wild:
                 payload = b""
         self.out.add(row, pkt.src, pkt.dst, pkt.line, seq_ok, ack_ok, pkt.ip_fields, payload, relative)
