@@ -36,6 +36,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -147,12 +148,32 @@ def run_one(data: bytes, case_seconds: float) -> str:
     return "warnings" if report.warnings else "ok"
 
 
+_CURRENT: list[object] = [b"", 0.0]  # the input being analysed and when it started, for the watchdog
+
+
+def watchdog(case_seconds: float) -> None:
+    """A case stuck where SIGALRM cannot reach (inside a compiled kernel): save it and end the process."""
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            data, started = _CURRENT
+            if started and time.monotonic() - float(started) > 3 * case_seconds:  # type: ignore[arg-type]
+                save(bytes(data), Hang(f"stuck for {3 * case_seconds:.0f} s"))  # type: ignore[arg-type]
+                finish("watchdog")
+                os._exit(3)
+
+    threading.Thread(target=watch, name="fuzz-watchdog", daemon=True).start()
+
+
 def target(data: bytes, case_seconds: float) -> None:
     STATS.inputs += 1
+    _CURRENT[:] = [data, time.monotonic()]
     try:
         STATS.results[run_one(data, case_seconds)] += 1
     except (Exception, Hang) as e:  # every other ending is a finding
         save(data, e)
+    finally:
+        _CURRENT[:] = [b"", 0.0]
 
 
 # -- seeds --------------------------------------------------------------------------------------------
@@ -303,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             mode = "atheris"
     atexit.register(finish, mode)
+    watchdog(args.case_seconds)
     run: Callable[[], None]
     if mode == "atheris":
         def run() -> None:
