@@ -1,0 +1,774 @@
+"""One large capture file analysed by several processes, with the result of a one-process run.
+
+``analyze`` reads a file twice: a vectorized prepass over every packet (host facts, the flow hashes
+that carry a RST, the connection count), then the rows of those flows only, through the tracker and
+the explainer. Here the file is cut into byte ranges at record boundaries
+(:mod:`whyrst.capture.ranges`) and the work goes in four rounds of calls (:mod:`whyrst.pool`):
+
+1. each range through the prepass (:class:`~whyrst.tcp.prepass.CompiledPrepass`, from empty tables);
+   the main process merges the ranges' tables into the one a pass over the whole file makes:
+   RST-carrying flows and probes are unions, TTL counts are sums. Two things need more:
+
+   * the Zeek-style connection count: a range's first packet of a flow, and its first bare SYN,
+     count differently when the flow was seen before. The prepass's own table gives each range's
+     last time and last SYN per flow; the first packets of the flows a range shares with earlier
+     ranges are found in round 2, and the count is corrected then.
+   * the order of the TTL table's slots: a host's TTL counter lists its TTLs in slot order, and of
+     two equally frequent TTLs the first listed is the host's usual one. Linear probing puts every
+     entry in the same run of occupied slots whatever the order of insertion, so the merged table has
+     the same runs; only two tied entries of one host in the same run could come out in another
+     order, and then the file is analysed by one process.
+
+2. each range again, decoding only the records of RST-carrying flows (every TCP record when every
+   connection is wanted) with the frame numbers of the whole file, split by flow into partitions;
+   and the first packets of shared flows.
+3. each partition through its own :class:`~whyrst.tcp.track.Tracker`: connections never share a
+   flow, so a flow's connections come out as from one tracker fed everything, provided that nothing
+   global intervened. Two things are: sweeps (they end connections whose timers fired, at the
+   latest time seen; a later packet of the same flow would have ended them anyway when time only
+   goes forward) and evictions (a full table). So partitions are used only when the rows' timestamps
+   never go backwards and the connections stay below the table's size; otherwise one partition,
+   which is exactly the one-process tracker. The resets' observations of hosts (ports refused,
+   resets a server sent) are collected per partition and merged.
+4. each partition's resets explained, in the process that tracked them, with the merged host facts.
+
+Whenever a range does not read cleanly (a warning, a damaged block, cuts that were not record
+boundaries), or the file is past the prepass's table limits (where the one-process run forgets
+entries and its counts become approximate), the file is analysed by one process instead: the result
+is then the one-process result by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
+from whyrst.errors import Warnings
+from whyrst.pool import Call, progress, state
+
+ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
+MIN_SPLIT = 48 << 20  # files smaller than this are analysed whole
+MIN_RANGE = 16 << 20
+
+
+def available() -> bool:
+    """Whether files can be analysed in parts here (the compiled prepass and readers are needed)."""
+    from whyrst.capture import fast
+
+    return fast.available()
+
+
+def plan(path: str, workers: int, exact: bool = False) -> Plan:
+    """How ``path`` would be cut for ``workers`` processes (about three ranges each, for balance)."""
+    return plan_ranges(path, max(2, 3 * workers), MIN_RANGE, exact=exact)
+
+
+def _limits() -> tuple[int, int, int]:
+    """The one-process run's table limits: prepass tuples, prepass host entries, tracker connections."""
+    from whyrst.tcp.prepass import new_prepass
+    from whyrst.tcp.track import Tracker
+
+    p = new_prepass("numba")
+    return p.max_tuples, p.max_hosts, Tracker(lambda c: None).max_connections
+
+
+def _kernels() -> Any:
+    from whyrst.tcp.prepass import _kernel_module
+
+    return _kernel_module()
+
+
+# -- round 1: the prepass over one range -----------------------------------------------------------------
+
+@dataclass
+class RangeFacts:
+    records: int
+    format: str
+    first_ts: int  # the range's first record's time (-1 when it has none)
+    problem: str  # why the range cannot be trusted to be whole records of the file ("" when it can)
+    tcp: int  # TCP rows
+    local: int  # connections the prepass counted in the range on its own
+    rst: np.ndarray  # flow hashes that carry a RST (sorted)
+    ends: tuple[np.ndarray, ...]  # per flow, sorted by hash: key, last time, last bare-SYN seq (-1: none)
+    ttls: tuple[np.ndarray, ...]  # (address, TTL) entries: w0, w1, version << 8 | TTL, packets
+    probes: tuple[np.ndarray, ...]  # bare-SYN probes: s0, s1, d0, d1, version << 16 | port
+
+
+def prepass_range(r: ByteRange) -> RangeFacts:
+    """Round 1 (in a worker): the prepass over ``r``, from empty tables."""
+    from whyrst.tcp.prepass import new_prepass
+
+    pre = new_prepass("numba")
+    trimmed = []
+    forget = pre._forget_idle
+
+    def forget_idle(now: int) -> None:  # (idle flows leave the table: their last times would be missing)
+        trimmed.append(now)
+        forget(now)
+
+    pre._forget_idle = forget_idle  # type: ignore[method-assign]
+    warnings = Warnings()
+    first_ts = -1
+    with open_range(r, frames_before=0, warnings=warnings, engine="numba", checksums=False) as cap:
+        for batch in cap:
+            if first_ts < 0 and batch.n:
+                first_ts = int(batch.cols["ts_ns"][0])
+            pre.feed(batch)
+            progress(cap.bytes_read)
+        records, fmt = cap.packets, cap.format
+        problem = cap.problem()
+    if warnings.all():
+        problem = problem or warnings.all()[0]
+    if trimmed or pre.forgotten or getattr(pre, "hosts_forgotten", 0):
+        problem = problem or "the prepass's tables reached their limits"
+    # the prepass's own tables, read before finish() turns them into lookups
+    key, used, ts, syn = pre._conns
+    live = used.view(bool)
+    order = np.argsort(key[live], kind="stable")
+    ends = (key[live][order], ts[live][order], syn[live][order])
+    w0, w1, vt, n, tused = pre._ttls
+    tlive = tused.view(bool)
+    ttls = (w0[tlive], w1[tlive], vt[tlive], n[tlive])
+    s0, s1, d0, d1, vp, pused = pre._probes
+    plive = pused.view(bool)
+    probes = (s0[plive], s1[plive], d0[plive], d1[plive], vp[plive])
+    return RangeFacts(records, fmt, first_ts, problem, pre.tcp_packets, pre.connections, pre.rst_hashes(), ends,
+                      ttls, probes)
+
+
+# -- the merge -------------------------------------------------------------------------------------------
+
+@dataclass
+class Shared:
+    """The flows a range shares with the ranges before it (sorted by hash), and their state there."""
+
+    keys: np.ndarray
+    last_ts: np.ndarray  # the flow's last time before the range
+    last_syn: np.ndarray  # its last bare-SYN sequence number before the range (-1: none)
+    has_syn: np.ndarray  # the range has a bare SYN of the flow
+
+
+@dataclass
+class Merged:
+    """The whole file's prepass, put together from its ranges (the connection count needs round 2)."""
+
+    packets: int
+    format: str
+    first_ts: int
+    frames_before: list[int]
+    local: int  # the ranges' own connection counts, summed
+    shared: list[Shared | None]  # per range
+    rst: np.ndarray
+    ttl_table: tuple[np.ndarray, ...]  # live entries of the TTL table in slot order: w0, w1, vt, n
+    probes: tuple[np.ndarray, ...]
+    tcp: int
+
+
+class Fallback(Exception):
+    """The file must be analysed by one process (the reason says why)."""
+
+
+def merge(facts: list[RangeFacts]) -> Merged:
+    max_tuples, max_hosts, _ = _limits()
+    for i, f in enumerate(facts):
+        if f.problem:
+            raise Fallback(f"range {i + 1}: {f.problem}")
+    frames_before = list(itertools.accumulate((f.records for f in facts), initial=0))[:-1]
+    first_ts = next((f.first_ts for f in facts if f.records), -1)
+
+    # each flow's state at the start of each range: its last time and last SYN in the ranges before
+    keys, last_ts, last_syn = facts[0].ends[0], facts[0].ends[1].copy(), facts[0].ends[2].copy()
+    shared: list[Shared | None] = [None]
+    for f in facts[1:]:
+        b_key, b_ts, b_syn = f.ends
+        idx = np.searchsorted(keys, b_key)
+        found = idx < len(keys)
+        found[found] = keys[idx[found]] == b_key[found]
+        at = idx[found]
+        shared.append(Shared(b_key[found], last_ts[at].copy(), last_syn[at].copy(), b_syn[found] >= 0))
+        last_ts[at] = b_ts[found]
+        last_syn[at] = np.where(b_syn[found] >= 0, b_syn[found], last_syn[at])
+        if not found.all():
+            keys = np.concatenate([keys, b_key[~found]])
+            last_ts = np.concatenate([last_ts, b_ts[~found]])
+            last_syn = np.concatenate([last_syn, b_syn[~found]])
+            order = np.argsort(keys, kind="stable")
+            keys, last_ts, last_syn = keys[order], last_ts[order], last_syn[order]
+        if len(keys) > max_tuples:
+            raise Fallback("more distinct flows than the prepass's table holds")
+
+    probes = _unique_rows([f.probes for f in facts])
+    if len(probes[0]) > max_hosts:
+        raise Fallback("more probe entries than the prepass's table holds")
+    return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
+                  frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
+                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=_merge_ttls(facts, max_hosts),
+                  probes=probes, tcp=sum(f.tcp for f in facts))
+
+
+def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[np.ndarray, ...]:
+    """The prepass's TTL table for the whole file: the same entries and counts, in slots that give every
+    host's counter the order one process would have given it (see the module's description)."""
+    from whyrst.tcp.prepass import MIN_SLOTS, CompiledPrepass
+
+    w0 = np.concatenate([f.ttls[0] for f in facts])
+    w1 = np.concatenate([f.ttls[1] for f in facts])
+    vt = np.concatenate([f.ttls[2] for f in facts])
+    n = np.concatenate([f.ttls[3] for f in facts])
+    order = np.lexsort((vt, w1, w0))
+    w0, w1, vt, n = w0[order], w1[order], vt[order], n[order]
+    starts = np.flatnonzero(np.r_[True, (w0[1:] != w0[:-1]) | (w1[1:] != w1[:-1]) | (vt[1:] != vt[:-1])])
+    n = np.add.reduceat(n, starts) if len(n) else n
+    w0, w1, vt = w0[starts], w1[starts], vt[starts]
+    total = len(w0)
+    if total > max_hosts:
+        raise Fallback("more (address, TTL) entries than the prepass's table holds")
+    # the table one process ends with: doubled whenever an insertion would take it past half full; when the
+    # last insertion leaves it exactly half full, the next TCP packet (if any) doubles it again
+    size = MIN_SLOTS
+    while 2 * total > size:
+        size *= 2
+    if total and 2 * total == size:
+        raise Fallback("the TTL table's final size depends on the order of packets")
+    table = CompiledPrepass._empty_ttls(size)
+    _kernels().rehash_ttls(w0, w1, vt, n, np.ones(total, dtype=np.uint8), *table)
+    used = table[4].view(bool)
+    # runs of occupied slots; a run that reaches the end of the table goes on at its start
+    run = np.cumsum(used & ~np.roll(used, 1))
+    if used[0] and used[-1]:
+        run[run == run[-1]] = 0
+    live = np.flatnonzero(used)
+    t_w0, t_w1, t_vt, t_n = (a[live] for a in table[:4])
+    # hosts whose most frequent TTLs are tied: those entries must lie in different runs
+    version = t_vt.astype(np.uint64) >> np.uint64(8)
+    order = np.lexsort((version, t_w1, t_w0))
+    hw0, hw1, hv, hn, hrun = t_w0[order], t_w1[order], version[order], t_n[order], run[live][order]
+    first = np.r_[True, (hw0[1:] != hw0[:-1]) | (hw1[1:] != hw1[:-1]) | (hv[1:] != hv[:-1])] if total else hn < 0
+    group = np.cumsum(first) - 1
+    top = np.maximum.reduceat(hn, np.flatnonzero(first)) if total else hn
+    at_top = hn == top[group] if total else first
+    tied = np.bincount(group[at_top], minlength=len(top)) > 1
+    sel = at_top & tied[group]
+    if sel.any() and np.unique(np.stack([group[sel], hrun[sel]]), axis=1).shape[1] != np.count_nonzero(sel):
+        raise Fallback("a host's two most frequent TTLs are tied in one run of the TTL table")
+    return t_w0, t_w1, t_vt, t_n
+
+
+def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """The distinct rows of the ranges' tables (columns concatenated): sorted by a hash of the row, the
+    copies of a row are next to each other (rows that only share the hash are sorted out exactly)."""
+    from whyrst.tcp.prepass import _mix
+
+    cols = [np.concatenate([c[j] for c in cols_by_range]) for j in range(len(cols_by_range[0]))]
+    if not len(cols[0]):
+        return tuple(cols)
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(cols[0]), dtype=np.uint64)
+        for c in cols:
+            h = _mix(h ^ c.astype(np.uint64))
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    cols = [c[order] for c in cols]
+    same_hash = hs[1:] == hs[:-1]
+    same_row = same_hash.copy()
+    for c in cols:
+        same_row &= c[1:] == c[:-1]
+    keep = np.r_[True, ~same_row]
+    if (same_hash & ~same_row).any():  # two different rows with one hash: settle those runs one by one
+        for run in np.unique(hs[1:][same_hash & ~same_row]).tolist():
+            at = np.flatnonzero(hs == run)
+            seen: set[tuple[int, ...]] = set()
+            for i in at.tolist():
+                row = tuple(int(c[i]) for c in cols)
+                keep[i] = row not in seen
+                seen.add(row)
+    return tuple(c[keep] for c in cols)
+
+
+def prepass_from(ttl_table: tuple[np.ndarray, ...] | None = None, probes: tuple[np.ndarray, ...] | None = None,
+                 rst: np.ndarray | None = None, connections: int = 0, tcp: int = 0) -> Any:
+    """A finished :class:`~whyrst.tcp.prepass.CompiledPrepass` holding merged tables: its ``ttls``,
+    ``probed``, ``rst_hashes()``, ``record_filter()`` and ``connections`` read as after a whole-file pass.
+    (Its lookups read the tables' live entries in slot order, so the live entries are enough.)"""
+    from whyrst.tcp import _prepass_layout as lay
+    from whyrst.tcp.prepass import CompiledPrepass
+
+    pre = CompiledPrepass()
+    if ttl_table is not None:
+        pre._ttls = (*ttl_table, np.ones(len(ttl_table[0]), dtype=np.uint8))
+        pre.stats[lay.ST_TTLS] = len(ttl_table[0])
+    if probes is not None:
+        pre._probes = (*probes, np.ones(len(probes[0]), dtype=np.uint8))
+        pre.stats[lay.ST_PROBES] = len(probes[0])
+    if rst is not None:
+        pre._rsts = key_table(rst)
+        pre.stats[lay.ST_RSTS] = len(rst)
+    pre.stats[lay.ST_CONNECTIONS] = connections
+    pre.stats[lay.ST_TCP] = tcp
+    pre.finish()
+    return pre
+
+
+def key_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An open-addressing set of flow hashes, as the prepass's record filter reads it."""
+    from whyrst.tcp.prepass import MIN_SLOTS
+
+    size = MIN_SLOTS
+    while size < 2 * (len(keys) + 1):
+        size *= 2
+    table, used = np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.uint8)
+    empty = np.empty(0, dtype=np.int64)
+    _kernels().insert_keys(np.ascontiguousarray(keys, dtype=np.uint64), table, used, empty, empty, empty, empty)
+    return table, used
+
+
+def _record_filter(table: tuple[np.ndarray, np.ndarray]) -> Callable[[Any], np.ndarray]:
+    select = _kernels().select_records
+    keys, used = table
+
+    def rows(r: Any) -> np.ndarray:
+        keep = np.zeros(r.n, dtype=np.uint8)
+        select(np.frombuffer(r.buf, dtype=np.uint8), r.offs, r.cap, r.link, keys, used, keep)
+        return np.flatnonzero(keep)
+
+    return rows
+
+
+# -- round 2: the rows of the flows that matter, by partition ---------------------------------------------
+
+@dataclass
+class RangeRows:
+    parts: list[Any]  # per partition: one PacketBatch (or None)
+    rows: int
+    first_ts: int  # time of the range's first kept row (-1: none)
+    last_ts: int
+    ordered: bool  # the kept rows' times never go backwards
+    firsts: tuple[np.ndarray, ...]  # per shared flow: first time, first bare-SYN seq (-1), later first SYN (-1)
+    problem: str
+
+
+def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, parts: int,
+               shared: Shared | None) -> RangeRows:
+    """Round 2 (in a worker): the TCP rows of ``r`` whose flow is in ``wanted`` (every TCP row when None),
+    decoded with checksums as the one-process second pass decodes them, split into ``parts`` by flow;
+    and for each flow the range shares with earlier ranges, what its connection count depends on."""
+    from whyrst.capture.batch import ACK, SYN, Kind
+    from whyrst.tcp.prepass import INACTIVITY_NS, flow_hashes
+
+    n_shared = len(shared.keys) if shared is not None else 0
+    first_ts = np.full(n_shared, -1, dtype=np.int64)
+    seen = np.zeros(n_shared, dtype=bool)
+    first_sq = np.full(n_shared, -1, dtype=np.int64)
+    later_syn = np.full(n_shared, -1, dtype=np.int64)
+    prev_ts = np.zeros(n_shared, dtype=np.int64)
+    done = np.zeros(n_shared, dtype=bool)
+    # the records decoded: those of wanted flows and of shared flows not settled yet (one table for both,
+    # made again as shared flows settle; rows of settled flows decoded meanwhile are left aside)
+    filt: dict[str, Any] = {"pending": n_shared}
+
+    def make_filter() -> None:
+        keys = wanted
+        if n_shared and not done.all():
+            assert shared is not None
+            keys = np.union1d(wanted, shared.keys[~done]) if wanted is not None and len(wanted) else shared.keys[~done]
+        filt["rows"] = _record_filter(key_table(keys))
+        filt["pending"] = int(np.count_nonzero(~done))
+
+    if wanted is not None:
+        make_filter()
+
+    warnings = Warnings()
+    pieces: list[list[Any]] = [[] for _ in range(parts)]
+    first = last = -1
+    ordered = True
+    total = 0
+    with open_range(r, frames_before=frames_before, warnings=warnings, engine="numba",
+                    select=(lambda rec: filt["rows"](rec)) if wanted is not None else None) as cap:
+        for batch in cap:
+            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+            h = flow_hashes(batch, tcp)
+            if n_shared and not done.all():
+                assert shared is not None
+                _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
+                        INACTIVITY_NS, SYN, ACK)
+                settled = filt["pending"] - int(np.count_nonzero(~done))
+                if wanted is not None and settled and settled >= filt["pending"] // 4:
+                    make_filter()
+            if wanted is not None:
+                keep = np.isin(h, wanted)
+                tcp, h = tcp[keep], h[keep]
+            if len(tcp):
+                ts = batch.cols["ts_ns"][tcp]
+                if first < 0:
+                    first = int(ts[0])
+                elif int(ts[0]) < last:
+                    ordered = False
+                if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
+                    ordered = False
+                last = int(ts[-1])
+                total += len(tcp)
+                part = (h % np.uint64(parts)).astype(np.int64)
+                for p in range(parts):
+                    sel = tcp[part == p]
+                    if len(sel):
+                        pieces[p].append(compact(batch, sel))
+            progress(cap.bytes_read)
+        problem = cap.problem()
+    if warnings.all():
+        problem = problem or warnings.all()[0]
+    if n_shared and not done.all():
+        problem = problem or "a flow the prepass saw in the range was not found again"
+    return RangeRows([concat(p) for p in pieces], total, first, last, ordered, (first_ts, first_sq, later_syn),
+                     problem)
+
+
+def _firsts(batch: Any, tcp: np.ndarray, h: np.ndarray, shared: Shared, seen: np.ndarray, first_ts: np.ndarray,
+            first_sq: np.ndarray, later_syn: np.ndarray, prev_ts: np.ndarray, done: np.ndarray, inactivity: int,
+            syn_flag: int, ack_flag: int) -> None:
+    """For shared flows not settled yet: the range's first packet (time, bare-SYN seq) and, when that is
+    not a bare SYN and the range has one, its first bare SYN (counted as the prepass counts: not when it
+    comes after the flow's inactivity timeout, which starts a connection anyway)."""
+    idx = np.searchsorted(shared.keys, h)
+    ok = idx < len(shared.keys)
+    ok[ok] = shared.keys[idx[ok]] == h[ok]
+    rows, idx = tcp[ok], idx[ok]
+    if not len(rows):
+        return
+    flags = batch.cols["flags"][rows].astype(np.int64)
+    bare = ((flags & syn_flag) != 0) & ((flags & ack_flag) == 0)
+    seqs = np.where(bare, batch.cols["seq"][rows].astype(np.int64), -1).tolist()
+    times = batch.cols["ts_ns"][rows].astype(np.int64).tolist()
+    has_syn = shared.has_syn
+    for k, t, sq in zip(idx.tolist(), times, seqs, strict=True):
+        if done[k]:
+            continue
+        if not seen[k]:
+            seen[k] = True
+            first_ts[k], first_sq[k], prev_ts[k] = t, sq, t
+            if sq >= 0 or not has_syn[k]:
+                done[k] = True
+        elif sq >= 0:
+            p = int(prev_ts[k])
+            later_syn[k] = sq if not (p < 0 or t - p >= inactivity) else -1
+            done[k] = True
+        else:
+            prev_ts[k] = t
+
+
+def connections(merged: Merged, rows: list[RangeRows]) -> int:
+    """The whole file's connection count: the ranges' own counts, corrected where a range's first packets
+    of a flow follow what earlier ranges saw of it."""
+    from whyrst.tcp.prepass import INACTIVITY_NS
+
+    total = merged.local
+    for sh, got in zip(merged.shared, rows, strict=True):
+        if sh is None or not len(sh.keys):
+            continue
+        b_first_ts, b_first_sq, b_later = got.firsts
+        a_ts, a_syn = sh.last_ts, sh.last_syn
+        new_first = (a_ts < 0) | (b_first_ts - a_ts >= INACTIVITY_NS) | (
+            (b_first_sq >= 0) & (a_syn >= 0) & (b_first_sq != a_syn))
+        syn_later = (b_later >= 0) & (a_syn >= 0) & (b_later != a_syn)
+        total += int(np.count_nonzero(new_first)) - len(sh.keys) + int(np.count_nonzero(syn_later))
+    return total
+
+
+def compact(batch: Any, rows: np.ndarray) -> Any:
+    """The given rows of a batch with their own copy of their captured payload bytes (not the batch's
+    whole buffer), so they travel between processes cheaply."""
+    from whyrst.capture.batch import PacketBatch
+
+    cols = {k: v[rows] for k, v in batch.cols.items()}
+    off = cols["payload_off"].astype(np.int64)
+    cap = cols["payload_cap"].astype(np.int64)
+    total = int(cap.sum())
+    starts = np.cumsum(cap) - cap
+    if total:
+        idx = np.repeat(off - starts, cap) + np.arange(total, dtype=np.int64)
+        data = np.frombuffer(batch.data, dtype=np.uint8)[idx].tobytes()
+    else:
+        data = b""
+    cols["payload_off"] = starts.astype(cols["payload_off"].dtype)
+    return PacketBatch(len(rows), cols, batch.src[rows], batch.dst[rows], data)
+
+
+def concat(batches: list[Any]) -> Any:
+    from whyrst.capture.batch import PacketBatch
+
+    if not batches:
+        return None
+    if len(batches) == 1:
+        return batches[0]
+    base = np.cumsum([0] + [len(b.data) for b in batches[:-1]])
+    cols = {}
+    for name in batches[0].cols:
+        parts = [b.cols[name] for b in batches]
+        if name == "payload_off":
+            parts = [p + np.asarray(o, dtype=p.dtype) for p, o in zip(parts, base, strict=True)]
+        cols[name] = np.concatenate(parts)
+    return PacketBatch(sum(b.n for b in batches), cols, np.concatenate([b.src for b in batches]),
+                       np.concatenate([b.dst for b in batches]), b"".join(bytes(b.data) for b in batches))
+
+
+# -- rounds 3 and 4: tracking and explaining, per partition -------------------------------------------------
+
+@dataclass
+class Tracked:
+    observations: dict[str, dict[Any, Any]]  # what the resets said about hosts (HostView fields)
+    finished: int  # connections the tracker made
+    evicted: int
+    conns: list[dict[str, Any]]  # conn.log records (when wanted)
+    resets: int
+
+
+def track_part(job: Any, part: int, batches: list[Any], source_tag: bytes, with_conns: bool) -> Tracked:
+    """Round 3 (in a worker): one partition's rows through a tracker; its reset contexts stay in this
+    process for :func:`explain_part`."""
+    from whyrst.analysis import observe_contexts
+    from whyrst.causes.features import HostView
+    from whyrst.tcp.track import Connection, Tracker
+
+    reset_conns: list[Connection] = []
+    records: list[dict[str, Any]] = []
+    made = 0
+
+    def finished(conn: Connection) -> None:
+        nonlocal made
+        made += 1
+        if conn.resets:
+            reset_conns.append(conn)
+        if with_conns:
+            records.append(conn.zeek_record())
+
+    tracker = Tracker(finished, source_tag=source_tag)
+    for b in batches:
+        if b is not None:
+            tracker.feed(b)
+    tracker.close()
+    seen = HostView()
+    contexts = observe_contexts(reset_conns, seen)
+    state()[(job, part)] = contexts
+    import gc
+
+    gc.freeze()  # (kept until round 4: the collector need not walk them meanwhile)
+    return Tracked(_observations(seen), made, tracker.evicted, records, len(contexts))
+
+
+def _observations(view: Any) -> dict[str, dict[Any, Any]]:
+    """The fields of a HostView that observing resets filled (mappings to sets, lists or counters)."""
+    from whyrst.causes.features import HostView
+
+    fresh = HostView()
+    out = {}
+    for f in dataclasses.fields(HostView):
+        value = getattr(view, f.name)
+        if isinstance(value, dict) and value != getattr(fresh, f.name):
+            out[f.name] = dict(value)
+    return out
+
+
+def _merge_observations(parts: list[dict[str, dict[Any, Any]]]) -> dict[str, dict[Any, Any]]:
+    from whyrst.causes.features import HostView
+
+    fresh = HostView()
+    merged: dict[str, dict[Any, Any]] = {}
+    for obs in parts:
+        for name, mapping in obs.items():
+            into = merged.setdefault(name, getattr(fresh, name))
+            for key, value in mapping.items():
+                have = into[key] if isinstance(into, defaultdict) else into.setdefault(key, type(value)())
+                if isinstance(have, set):
+                    have |= value
+                elif isinstance(have, list):
+                    have.extend(value)
+                elif isinstance(have, Counter):
+                    have.update(value)
+                else:
+                    raise TypeError(f"HostView.{name}: cannot merge {type(value).__name__} values")
+    return merged
+
+
+def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observations: dict[str, dict[Any, Any]],
+                 keep_ladders: bool) -> tuple[list[Any], dict[int, Any]]:
+    """Round 4 (in the worker that tracked the partition): its resets explained with the whole file's
+    host facts (``hosts``: the TTL table, probes and first time, sent with the first partition of each
+    process; the others find them in the process)."""
+    import gc
+
+    from whyrst.analysis import explain_contexts, host_view
+
+    contexts = state().pop((job, part), None)
+    if contexts is None:
+        raise RuntimeError("the partition's tracked connections are not in this process")
+    view = state().get((job, "hosts"))
+    if view is None:
+        if hosts is None:
+            raise RuntimeError("the host facts are not in this process")
+        ttl_table, probes, first_ts = hosts
+        view = host_view(prepass_from(ttl_table=ttl_table, probes=probes), first_ts)
+        for name, mapping in observations.items():
+            setattr(view, name, mapping)
+        state()[(job, "hosts")] = view
+    gc.unfreeze()
+    try:
+        return explain_contexts(contexts, view, keep_ladders)
+    finally:
+        if not any(k[0] == job and k[1] != "hosts" for k in state() if isinstance(k, tuple)):
+            state().pop((job, "hosts"), None)
+
+
+def forget_part(job: Any, part: int) -> None:
+    state().pop((job, part), None)
+
+
+# -- one process, for the fallback ------------------------------------------------------------------------
+
+def analyze_whole(path: str, with_conns: bool, keep_ladders: bool) -> Any:
+    from whyrst.analysis import analyze
+
+    return analyze(path, collect_conns=with_conns, keep_ladders=keep_ladders,
+                   progress=lambda packets, nbytes: progress(nbytes))
+
+
+# -- the job ---------------------------------------------------------------------------------------------
+
+_JOBS = itertools.count()
+
+
+def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders: bool = False,
+              priority: int = 0, note: Callable[[str], None] | None = None,
+              first_plan: Plan | None = None) -> Iterator[list[Call]]:
+    """The analysis of ``path`` in parts, as a :mod:`whyrst.pool` job; its result is a
+    :class:`~whyrst.analysis.Report` equal to ``analyze(path)``'s (with ``collect_conns=with_conns``)."""
+    from whyrst.analysis import Report
+
+    note = note or (lambda text: None)
+    job = (os.getpid(), next(_JOBS))
+    size = os.path.getsize(path)
+    weights = [int(size * w) for w in ROUND_WEIGHTS]
+
+    def whole(why: str) -> Iterator[list[Call]]:
+        note(f"{path}: analysed in one process: {why}")
+        calls = yield [Call(analyze_whole, (path, with_conns, keep_ladders), weight=size, priority=priority)]
+        return calls[0].result()
+
+    p = first_plan or plan(path, workers)
+    if len(p.ranges) < 2:
+        return (yield from whole(p.reason or "too small to split"))
+    note(f"{path}: {len(p.ranges)} ranges")
+
+    # round 1
+    facts = yield from _prepass_round(p, weights[0], priority)
+    if isinstance(facts, str):
+        if any(r.frames_before < 0 for r in p.ranges):  # cuts found by resynchronising: walk every record
+            p = plan(path, workers, exact=True)
+            if len(p.ranges) < 2:
+                return (yield from whole(p.reason or facts))
+            note(f"{path}: {facts}; cut again after walking every record")
+            facts = yield from _prepass_round(p, 0, priority)
+        if isinstance(facts, str):
+            return (yield from whole(facts))
+    try:
+        merged = merge(facts)
+    except Fallback as e:
+        return (yield from whole(str(e)))
+
+    # round 2
+    wanted = None if with_conns else merged.rst
+    parts = max(1, 2 * workers)
+    calls = yield [Call(rows_range, (r, fb, wanted, parts, sh), weight=weights[1] * r.size // size,
+                        priority=priority)
+                   for r, fb, sh in zip(p.ranges, merged.frames_before, merged.shared, strict=True)]
+    failed = next((c.error or c.value.problem for c in calls if not c.ok or c.value.problem), "")
+    if failed:
+        return (yield from whole(failed))
+    got: list[RangeRows] = [c.value for c in calls]
+    count = connections(merged, got)
+    rows = sum(g.rows for g in got)
+    _, _, max_conns = _limits()
+    with_rows = [g for g in got if g.rows]
+    ordered = all(g.ordered for g in with_rows) and all(
+        a.last_ts <= b.first_ts for a, b in itertools.pairwise(with_rows))
+    if not ordered or rows >= max_conns:
+        note(f"{path}: one tracker ({'time goes backwards' if not ordered else 'many rows'})")
+        by_part = [[b for g in got for b in g.parts if b is not None]]
+    else:
+        by_part = [[g.parts[i] for g in got if g.parts[i] is not None] for i in range(parts)]
+
+    # round 3
+    tag = path.encode()
+    calls = yield [Call(track_part, (job, i, batches, tag, with_conns), weight=weights[2] // len(by_part),
+                        priority=priority) for i, batches in enumerate(by_part)]
+    failed = next((c.error for c in calls if not c.ok), "")
+    tracked: list[Tracked] = [c.value for c in calls if c.ok]
+    if not failed and (sum(t.evicted for t in tracked) or sum(t.finished for t in tracked) >= max_conns):
+        failed = "the connection table would have filled"
+    if failed:
+        yield [Call(forget_part, (job, i), worker=c.ran_on) for i, c in enumerate(calls) if c.ok]
+        return (yield from whole(failed))
+    workers_of = [c.ran_on for c in calls]
+
+    # round 4
+    observations = _merge_observations([t.observations for t in tracked])
+    hosts = (merged.ttl_table, merged.probes, merged.first_ts)
+    sent: set[int] = set()
+    explain_calls = []
+    for i in range(len(by_part)):
+        first = workers_of[i] not in sent
+        sent.add(workers_of[i])
+        explain_calls.append(Call(explain_part, (job, i, hosts if first else None, observations if first else {},
+                                                 keep_ladders),
+                                  worker=workers_of[i], weight=weights[3] // len(by_part), priority=priority))
+    calls = yield explain_calls
+    failed = next((c.error for c in calls if not c.ok), "")
+    if failed:
+        return (yield from whole(failed))
+    resets = list(heapq.merge(*(c.value[0] for c in calls), key=lambda r: r.frame))
+    ladders: dict[int, Any] = {}
+    for c in calls:
+        ladders.update(c.value[1])
+    conns = sorted(itertools.chain.from_iterable(t.conns for t in tracked), key=lambda r: (r["ts"], r["uid"]))
+    return Report(source=path, format=merged.format, packets=merged.packets, connections=count,
+                  resets=resets, warnings=[], ladders=ladders, conns=conns)
+
+
+def _prepass_round(p: Plan, weight: int, priority: int) -> Iterator[list[Call]]:
+    """Round 1 over a plan's ranges: their facts, or why they cannot be trusted."""
+    calls = yield [Call(prepass_range, (r,), weight=weight * r.size // max(p.size, 1), priority=priority)
+                   for r in p.ranges]
+    for i, c in enumerate(calls):
+        if not c.ok:
+            return f"range {i + 1}: {c.error}"
+        if c.value.problem:
+            return f"range {i + 1}: {c.value.problem}"
+    return [c.value for c in calls]
+
+
+def analyze_split(path: str, workers: int = 2, *, with_conns: bool = False, keep_ladders: bool = False,
+                  pool: Any = None, exact: bool = False, notes: list[str] | None = None) -> Any:
+    """``analyze(path)`` by ``workers`` processes (a :class:`whyrst.pool.Pool` of them, or ``pool``)."""
+    from whyrst.pool import Pool
+
+    own = pool is None
+    pool = pool or Pool(workers)
+    try:
+        note = notes.append if notes is not None else None
+        first = plan(path, workers, exact=True) if exact else None
+        job = split_job(path, workers, with_conns=with_conns, keep_ladders=keep_ladders, note=note,
+                        first_plan=first)
+        ((_, ok, value),) = list(pool.run([(path, job)]))
+    finally:
+        if own:
+            pool.close()
+    if not ok:
+        raise RuntimeError(value)
+    return value
