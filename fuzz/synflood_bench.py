@@ -20,8 +20,9 @@ import time
 COMMANDS = (("analyze", ["analyze", "{file}", "--json"]), ("conns", ["conns", "{file}", "--json"]))
 
 
-def measure(argv: list[str]) -> tuple[float, float, int, list[str]]:
-    """(wall seconds, peak RSS in MiB, exit status, warning lines) of one whyrst run, output discarded."""
+def measure(argv: list[str]) -> tuple[float, float, float, int, list[str]]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, exit status, warning lines) of one whyrst run, output
+    discarded. CPU time (user + system) is what to compare on a shared machine: wall time includes waiting."""
     with tempfile.TemporaryFile() as err, open(os.devnull, "wb") as null:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "whyrst", *argv], stdout=null, stderr=err)
@@ -30,7 +31,7 @@ def measure(argv: list[str]) -> tuple[float, float, int, list[str]]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         lines = err.read().decode("utf-8", "replace").splitlines()
-    return wall, usage.ru_maxrss / 1024, proc.returncode, lines
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
                 argv = [a.format(file=path) for a in template]
                 if name == "conns" and args.max_connections is not None:
                     argv += ["--max-connections", str(args.max_connections)]
-                wall, rss, status, lines = measure(argv)
+                wall, cpu, rss, status, lines = measure(argv)
                 failed += status != 0
                 label = name
                 if name == "conns" and args.max_connections is not None:
                     label = f"conns --max-connections {args.max_connections}"
-                print(f"{label:8s} {packets:>10d} packets  exit {status}  {wall:8.1f} s  "
-                      f"{wall / packets * 1e6:6.2f} s per million packets  peak RSS {rss:7.0f} MiB", flush=True)
+                print(f"{label:8s} {packets:>10d} packets  exit {status}  wall {wall:7.1f} s  CPU {cpu:7.1f} s  "
+                      f"{cpu / packets * 1e6:6.2f} CPU s per million packets  peak RSS {rss:7.0f} MiB", flush=True)
                 for line in lines[:5]:
                     print(f"         {line}")
         finally:
