@@ -17,4 +17,12 @@ def analyze(source: Any, **options: Any) -> Report:
     return _analyze(source, **options)
 
 
-__all__ = ["__version__", "analyze"]
+def analyze_many(sources: Any, jobs: int | None = None, **options: Any) -> Any:
+    """Many captures (files, directories, globs, URLs) analysed in parallel: one pandas DataFrame of their
+    resets, with a ``source`` column (see :func:`whyrst.jobs.analyze_many`)."""
+    from whyrst.jobs import analyze_many as _analyze_many
+
+    return _analyze_many(sources, jobs, **options)
+
+
+__all__ = ["__version__", "analyze", "analyze_many"]

@@ -316,14 +316,9 @@ def ladder(ctx: ResetContext) -> list[dict[str, Any]]:
     return rows
 
 
-def analyze_many(sources: Iterable[str], jobs: int | None = None) -> Any:
-    """Many sources (files, directories, globs) analysed in parallel: one pandas DataFrame of resets."""
-    import pandas as pd
+def analyze_many(sources: Iterable[str], jobs: int | None = None, **options: Any) -> Any:
+    """Many sources (files, directories, globs) analysed in parallel: one pandas DataFrame of resets
+    (see :func:`whyrst.jobs.analyze_many`)."""
+    from whyrst.jobs import analyze_many as _analyze_many
 
-    from whyrst.jobs import expand_sources, run_local
-
-    frames = []
-    for doc in run_local(expand_sources(sources), jobs or os.cpu_count() or 1):
-        rows = [{**r, "source": doc["source"]} for r in doc["resets"]]
-        frames.append(pd.DataFrame(rows))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _analyze_many(sources, jobs, **options)

@@ -44,6 +44,10 @@ def _progress_for(path: str) -> tuple[Any, Any]:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from whyrst.jobs import expand_sources
 
+    if args.jobs < 0:
+        raise WhyrstError("-j/--jobs must be 0 (every core) or more")
+    if args.scheduler:
+        args.engine = "dask"
     sources = expand_sources(args.capture)
     if not sources:
         raise WhyrstError("no capture to read")
@@ -53,16 +57,29 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return _analyze_many(args, sources)
 
 
+def _notes(args: argparse.Namespace) -> Any:
+    """Where the job says how it ran (split or not, and why): standard error with -v, else nowhere."""
+    if not args.verbose and not os.environ.get("WHYRST_DEBUG"):
+        return None
+    return lambda text: print(f"whyrst: {text}", file=sys.stderr)
+
+
 def _analyze_one(args: argparse.Namespace, source: str) -> int:
-    from whyrst.analysis import analyze, tune_process
+    from whyrst.analysis import tune_process
+    from whyrst.jobs import JobProgress, analyze_file, cores, new_pool, source_size, wants_split
 
     tune_process()
-    bar, update = _progress_for(source)
-    if bar is not None:
-        with bar:
-            report = analyze(source, progress=update, keep_ladders=bool(args.html))
-    else:
-        report = analyze(source, keep_ladders=bool(args.html))
+    jobs = args.jobs or cores()
+    size = source_size(source)
+    # the pool's processes start before the progress bar's thread (they are forked)
+    pool = new_pool(jobs) if wants_split(source, size, jobs) else None
+    try:
+        with JobProgress(size if size >= 20_000_000 else 0, 1) as bar:
+            report = analyze_file(source, jobs, keep_ladders=bool(args.html), progress=bar.advance,
+                                  note=_notes(args), pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     if args.html:
         from whyrst.report.html import write_html
 
@@ -80,42 +97,62 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
 
 
 def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
-    from whyrst.jobs import run_dask, run_local, write_parquet
+    """One JSON line (or one line of text) per source, in their order; exit status 0 when every source
+    was read, 1 when some could not be, 2 when none could."""
+    from whyrst.analysis import tune_process
+    from whyrst.jobs import JobProgress, ParquetDataset, cores, new_pool, run_dask, run_local, source_size
 
-    jobs = args.jobs or os.cpu_count() or 1
+    tune_process()
+    jobs = args.jobs or cores()
     with_conns = bool(args.parquet)
-    if args.engine == "dask":
-        docs = run_dask(sources, args.scheduler, with_conns=with_conns)
-    else:
-        docs = run_local(sources, jobs, with_conns=with_conns)
+    dataset = ParquetDataset(args.parquet) if args.parquet else None
+    note = _notes(args)
+    if args.html:
+        print("whyrst: --html is for one capture; not written", file=sys.stderr)
+    pool = new_pool(jobs) if args.engine == "local" else None
     failed = 0
-    collected = []
-    console = _console()
-    for doc in docs:
-        failed += "error" in doc
-        if args.parquet:
-            collected.append(doc)
-        if args.json:
-            sys.stdout.write(json.dumps({k: v for k, v in doc.items() if k != "conns"}) + "\n")
-        elif "error" in doc:
-            print(f"whyrst: {doc['error']}", file=sys.stderr)
-        else:
-            counts: dict[str, int] = {}
-            for r in doc["resets"]:
-                counts[r["cause"]] = counts.get(r["cause"], 0) + 1
-            top = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1])[:4])
-            console.print(f"{doc['source']}: {doc['packets']} packets, {len(doc['resets'])} resets"
-                          + (f" ({top})" if top else ""), highlight=False, markup=False)
-    if args.parquet:
-        n_resets, n_conns = write_parquet(collected, args.parquet)
-        print(f"whyrst: wrote {n_resets} resets and {n_conns} connections to {args.parquet}", file=sys.stderr)
-    return 2 if failed == len(sources) else 0
+    try:
+        with JobProgress(sum(source_size(s) for s in sources), len(sources)) as bar:
+            if args.engine == "dask":
+                docs = run_dask(sources, args.scheduler, with_conns=with_conns, workers=jobs, progress=bar.advance,
+                                note=note)
+            else:
+                docs = run_local(sources, jobs, with_conns=with_conns, progress=bar.advance, note=note, pool=pool)
+            console = _console()
+            for doc in docs:
+                bar.finished()
+                failed += "error" in doc
+                if dataset is not None:
+                    dataset.add(doc)
+                if args.json:
+                    sys.stdout.write(json.dumps({k: v for k, v in doc.items() if k != "conns"}) + "\n")
+                    sys.stdout.flush()
+                elif "error" in doc:
+                    print(f"whyrst: {doc['error']}", file=sys.stderr)
+                else:
+                    counts: dict[str, int] = {}
+                    for r in doc["resets"]:
+                        counts[r["cause"]] = counts.get(r["cause"], 0) + 1
+                    top = ", ".join(f"{c} {n}" for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:4])
+                    console.print(f"{doc['source']}: {doc['packets']} packets, {len(doc['resets'])} resets"
+                                  + (f" ({top})" if top else ""), highlight=False, markup=False)
+                if args.json and doc.get("warnings"):
+                    for w in doc["warnings"]:
+                        print(f"whyrst: warning: {w}", file=sys.stderr)
+    finally:
+        if pool is not None:
+            pool.close()
+    if dataset is not None:
+        counts = dataset.close()
+        print(f"whyrst: wrote {counts['resets']} resets and {counts['connections']} connections of "
+              f"{counts['captures']} captures to {args.parquet}", file=sys.stderr)
+    return 2 if failed == len(sources) else 1 if failed else 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from whyrst.jobs import summarize
 
-    for line in summarize(args.dataset):
+    for line in summarize(args.dataset, top=args.top):
         print(line)
     return 0
 
@@ -202,14 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-v", "--verbose", action="store_true", help="show the evidence, confirm steps and fixes")
     a.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     a.add_argument("--limit", type=int, default=200, help="resets listed in the terminal (0: all)")
-    a.add_argument("-j", "--jobs", type=int, default=0, help="processes (default: every core; 1: one process)")
-    a.add_argument("--engine", choices=("local", "dask"), default="local", help="where the work runs")
-    a.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler (tcp://HOST:8786); default a LocalCluster")
-    a.add_argument("--parquet", metavar="DIR", help="write resets and connections as a Parquet dataset")
+    a.add_argument("-j", "--jobs", type=int, default=0,
+                   help="processes (default: every core; 1: one process); a large file is analysed in parts by all")
+    a.add_argument("--engine", choices=("local", "dask"), default="local",
+                   help="where the work runs: processes here, or a Dask cluster (pip install 'whyrst[dask]')")
+    a.add_argument("--scheduler", metavar="ADDR",
+                   help="Dask scheduler (tcp://HOST:8786; implies --engine dask); default a LocalCluster of -j workers")
+    a.add_argument("--parquet", metavar="DIR",
+                   help="write resets, connections and captures as a Parquet dataset (see whyrst summary)")
     a.set_defaults(func=cmd_analyze)
 
     sm = sub.add_parser("summary", help="causes across a Parquet dataset written by analyze --parquet")
-    sm.add_argument("dataset")
+    sm.add_argument("dataset", help="the DIR given to analyze --parquet")
+    sm.add_argument("--top", type=int, default=20, help="servers listed (most resets first)")
     sm.set_defaults(func=cmd_summary)
 
     c = sub.add_parser("conns", help="the TCP connection table (Zeek conn.log compatible)")
