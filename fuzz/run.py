@@ -285,7 +285,8 @@ def run_atheris(seconds: float, case_seconds: float, seed: int, max_len: int) ->
         return out[:size]
 
     argv = [sys.argv[0], str(work), f"-max_total_time={int(seconds) + 60}", f"-timeout={int(case_seconds * 3)}",
-            f"-max_len={max_len}", f"-seed={seed}", f"-artifact_prefix={CRASHES}/libfuzzer-", "-print_final_stats=1"]
+            f"-max_len={max_len}", f"-seed={seed}", f"-report_slow_units={int(case_seconds * 3)}",
+            f"-artifact_prefix={CRASHES}/libfuzzer-", "-print_final_stats=1"]
     atheris.Setup(argv, one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()
 
