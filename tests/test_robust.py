@@ -175,6 +175,28 @@ def test_arbitrary_bytes_gzip_compressed(body: bytes) -> None:
     outcome(gzip.compress(body))
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=DERANDOMIZE)
+@given(st.sampled_from(PREFIXES), st.binary(max_size=3000), st.sampled_from(ENGINES), st.integers(1, 70))
+def test_open_capture_on_arbitrary_bytes(prefix: bytes, body: bytes, engine: str, batch_size: int) -> None:
+    """The reader alone, in small batches: whyrst's error or batches whose frames count up."""
+    from whyrst.capture import open_capture
+    from whyrst.errors import CaptureError, Warnings
+
+    warnings = Warnings()
+    with time_limit(CASE_SECONDS):
+        try:
+            with open_capture(prefix + body, engine=engine, batch_size=batch_size, warnings=warnings) as cap:
+                last = 0
+                for batch in cap:
+                    assert batch.n <= batch_size
+                    frames = batch.cols["frame"].tolist()
+                    assert frames == sorted(frames) and (not frames or frames[0] > last)
+                    last = frames[-1] if frames else last
+                assert cap.packets >= last
+        except CaptureError as e:
+            assert "\n" not in str(e)
+
+
 def _numbers() -> st.SearchStrategy[str]:
     return st.one_of(st.integers(0, 70000), st.integers(0, 2**32 + 5), st.integers(0, 10**30),
                      st.sampled_from([-1, 2**63, 2**64])).map(str)
