@@ -43,9 +43,11 @@ def expand_sources(items: Iterable[str]) -> list[str]:
     out: list[str] = []
 
     def walk(d: str) -> None:
+        found = []
         for root, dirs, files in os.walk(d):
-            dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-            out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+            dirs[:] = [x for x in dirs if not x.startswith(".")]
+            found.extend(os.path.join(root, f) for f in files if not f.startswith("."))
+        out.extend(sorted(found))
 
     for item in items:
         if item == "-" or is_remote(item):

@@ -56,8 +56,10 @@ from whyrst.errors import Warnings
 from whyrst.pool import Call, progress, state
 
 ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
-MIN_SPLIT = 48 << 20  # files smaller than this are analysed whole
-MIN_RANGE = 16 << 20
+# files smaller than this are analysed whole, and ranges are at least this large (the environment may set
+# them lower, for tests)
+MIN_SPLIT = int(os.environ.get("WHYRST_SPLIT_MIN_BYTES", 48 << 20))
+MIN_RANGE = int(os.environ.get("WHYRST_SPLIT_RANGE_BYTES", 16 << 20))
 
 
 def available() -> bool:
@@ -168,7 +170,8 @@ class Merged:
     local: int  # the ranges' own connection counts, summed
     shared: list[Shared | None]  # per range
     rst: np.ndarray
-    ttl_table: tuple[np.ndarray, ...]  # live entries of the TTL table in slot order: w0, w1, vt, n
+    ttl_table: tuple[np.ndarray, ...] | None  # live entries of the TTL table in slot order: w0, w1, vt, n
+    ttl_entries: tuple[np.ndarray, ...]  # the same entries sorted by key (for replay_ttls when the table is None)
     probes: tuple[np.ndarray, ...]
     tcp: int
 
@@ -209,15 +212,25 @@ def merge(facts: list[RangeFacts]) -> Merged:
     probes = _unique_rows([f.probes for f in facts])
     if len(probes[0]) > max_hosts:
         raise Fallback("more probe entries than the prepass's table holds")
+    entries, table = _merge_ttls(facts, max_hosts)
     return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
                   frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
-                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=_merge_ttls(facts, max_hosts),
+                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=table, ttl_entries=entries,
                   probes=probes, tcp=sum(f.tcp for f in facts))
 
 
-def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[np.ndarray, ...]:
-    """The prepass's TTL table for the whole file: the same entries and counts, in slots that give every
-    host's counter the order one process would have given it (see the module's description)."""
+class NeedOrder(Exception):
+    """The TTL table's slots depend on the order in which entries first appeared (see :func:`ttl_order`)."""
+
+
+Table = tuple[np.ndarray, ...]
+
+
+def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table | None]:
+    """The distinct (address, TTL) entries with their counts (sorted by key), and the prepass's TTL table
+    for the whole file when it follows from them alone: the same entries and counts, in slots that give
+    every host's counter the order one process would have given it (see the module's description);
+    None when it does not (then :func:`ttl_order` and :func:`replay_ttls` make it)."""
     from whyrst.tcp.prepass import MIN_SLOTS, CompiledPrepass
 
     w0 = np.concatenate([f.ttls[0] for f in facts])
@@ -229,6 +242,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[np.ndarray, ..
     starts = np.flatnonzero(np.r_[True, (w0[1:] != w0[:-1]) | (w1[1:] != w1[:-1]) | (vt[1:] != vt[:-1])])
     n = np.add.reduceat(n, starts) if len(n) else n
     w0, w1, vt = w0[starts], w1[starts], vt[starts]
+    entries = (w0, w1, vt, n)
     total = len(w0)
     if total > max_hosts:
         raise Fallback("more (address, TTL) entries than the prepass's table holds")
@@ -238,7 +252,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[np.ndarray, ..
     while 2 * total > size:
         size *= 2
     if total and 2 * total == size:
-        raise Fallback("the TTL table's final size depends on the order of packets")
+        return entries, None
     table = CompiledPrepass._empty_ttls(size)
     _kernels().rehash_ttls(w0, w1, vt, n, np.ones(total, dtype=np.uint8), *table)
     used = table[4].view(bool)
@@ -259,8 +273,88 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[np.ndarray, ..
     tied = np.bincount(group[at_top], minlength=len(top)) > 1
     sel = at_top & tied[group]
     if sel.any() and np.unique(np.stack([group[sel], hrun[sel]]), axis=1).shape[1] != np.count_nonzero(sel):
-        raise Fallback("a host's two most frequent TTLs are tied in one run of the TTL table")
-    return t_w0, t_w1, t_vt, t_n
+        return entries, None
+    return entries, (t_w0, t_w1, t_vt, t_n)
+
+
+def _ttl_keys(batch: Any, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    src = np.ascontiguousarray(batch.src[rows]).view("<u8")
+    vt = (batch.cols["ip_version"][rows].astype(np.uint64) << np.uint64(8)) | batch.cols["ttl"][rows].astype(np.uint64)
+    return src[:, 0].copy(), src[:, 1].copy(), vt
+
+
+def ttl_order(r: ByteRange) -> tuple[tuple[np.ndarray, ...], int]:
+    """Round 1b (in a worker, only when needed): the (address, TTL) entries of ``r`` in the order they
+    first appear (w0, w1, version << 8 | TTL, TCP row where it first appears), and its TCP rows."""
+    from whyrst.capture.batch import RST, Kind
+    from whyrst.tcp.prepass import _mix
+
+    seen = np.empty(0, dtype=np.uint64)
+    found: list[tuple[np.ndarray, ...]] = []
+    tcp_before = 0
+    with open_range(r, frames_before=0, engine="numba", checksums=False) as cap:
+        for batch in cap:
+            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+            ordinal = np.arange(tcp_before, tcp_before + len(tcp), dtype=np.int64)
+            tcp_before += len(tcp)
+            keep = (batch.cols["flags"][tcp] & RST) == 0
+            w0, w1, vt = _ttl_keys(batch, tcp[keep])
+            with np.errstate(over="ignore"):
+                h = _mix(_mix(w0 ^ np.uint64(0x9E3779B97F4A7C15)) ^ w1 ^ (vt << np.uint64(40)))
+            _, first = np.unique(h, return_index=True)
+            first = np.sort(first)
+            new = ~np.isin(h[first], seen)
+            first = first[new]
+            seen = np.union1d(seen, h[first])
+            found.append((w0[first], w1[first], vt[first], ordinal[keep][first]))
+            progress(cap.bytes_read)
+    cols = tuple(np.concatenate([f[j] for f in found]) if found else np.empty(0, dtype=np.uint64) for j in range(4))
+    return cols, tcp_before
+
+
+def replay_ttls(entries: tuple[np.ndarray, ...], orders: list[tuple[tuple[np.ndarray, ...], int]]
+                ) -> tuple[np.ndarray, ...]:
+    """The prepass's TTL table as one process builds it: the entries inserted in the order they first
+    appear in the file, the table doubled (rehashed in slot order) when an insertion would take it past
+    half full, and once more when the last insertion left it exactly half full and a TCP row follows."""
+    from whyrst.tcp.prepass import MIN_SLOTS, CompiledPrepass
+
+    k = _kernels()
+    base = np.cumsum([0] + [tcp for _, tcp in orders[:-1]])
+    w0 = np.concatenate([o[0][0] for o in orders])
+    w1 = np.concatenate([o[0][1] for o in orders])
+    vt = np.concatenate([o[0][2] for o in orders]).astype(np.uint64)
+    at = np.concatenate([o[0][3] + b for o, b in zip(orders, base, strict=True)])
+    order = np.lexsort((at, vt, w1, w0))
+    w0, w1, vt, at = w0[order], w1[order], vt[order], at[order]
+    firsts = np.r_[True, (w0[1:] != w0[:-1]) | (w1[1:] != w1[:-1]) | (vt[1:] != vt[:-1])] if len(w0) else at < 0
+    w0, w1, vt, at = w0[firsts], w1[firsts], vt[firsts], at[firsts]
+    e0, e1, evt, en = entries
+    if not (np.array_equal(w0, e0) and np.array_equal(w1, e1) and np.array_equal(vt, evt.astype(np.uint64))):
+        raise Fallback("the TTL entries' first appearances do not match their counts")
+    seq = np.argsort(at, kind="stable")
+    w0, w1, vt, n, at = w0[seq], w1[seq], evt[seq], en[seq], at[seq]
+    total = len(w0)
+    size = MIN_SLOTS
+    table = CompiledPrepass._empty_ttls(size)
+    done = 0
+    while done < total:
+        if done >= size // 2:  # the next insertion would take the table past half full
+            new = CompiledPrepass._empty_ttls(2 * size)
+            k.rehash_ttls(*table, *new)
+            table, size = new, 2 * size
+            continue
+        upto = min(total, size // 2)
+        # (the rehash kernel inserts entries in the order given, probing as the prepass does)
+        k.rehash_ttls(w0[done:upto], w1[done:upto], vt[done:upto], n[done:upto],
+                      np.ones(upto - done, dtype=np.uint8), *table)
+        done = upto
+    if total and 2 * total == size and int(at[-1]) < sum(tcp for _, tcp in orders) - 1:
+        new = CompiledPrepass._empty_ttls(2 * size)
+        k.rehash_ttls(*table, *new)
+        table = new
+    live = table[4].view(bool)
+    return tuple(a[live] for a in table[:4])
 
 
 def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
@@ -670,15 +764,22 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
     facts = yield from _prepass_round(p, weights[0], priority)
     if isinstance(facts, str):
         if any(r.frames_before < 0 for r in p.ranges):  # cuts found by resynchronising: walk every record
+            note(f"{path}: {facts}; walking every record to cut it again")
             p = plan(path, workers, exact=True)
             if len(p.ranges) < 2:
                 return (yield from whole(p.reason or facts))
-            note(f"{path}: {facts}; cut again after walking every record")
             facts = yield from _prepass_round(p, 0, priority)
         if isinstance(facts, str):
             return (yield from whole(facts))
     try:
         merged = merge(facts)
+        if merged.ttl_table is None:  # the order in which TTLs first appear decides: find it
+            note(f"{path}: tied TTLs: finding the order in which they first appear")
+            calls = yield [Call(ttl_order, (r,), priority=priority) for r in p.ranges]
+            failed = next((c.error for c in calls if not c.ok), "")
+            if failed:
+                raise Fallback(failed)
+            merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in calls])
     except Fallback as e:
         return (yield from whole(str(e)))
 

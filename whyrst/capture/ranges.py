@@ -103,13 +103,16 @@ def plan_ranges(path: str, parts: int, min_bytes: int = 1 << 20, exact: bool = F
                 return plan
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             buf = np.frombuffer(mm, dtype=np.uint8)
+            walk, resync = (_plan_pcap, _resync_pcap) if head in pcap.MAGICS else (_plan_pcapng, _resync_pcapng)
+            plan.format = "pcap" if head in pcap.MAGICS else "pcapng"
             try:
-                if head in pcap.MAGICS:
-                    plan.format = "pcap"
-                    (_plan_pcap if exact else _resync_pcap)(plan, buf, parts, min_bytes)
-                else:
-                    plan.format = "pcapng"
-                    (_plan_pcapng if exact else _resync_pcapng)(plan, buf, parts, min_bytes)
+                try:
+                    (walk if exact else resync)(plan, buf, parts, min_bytes)
+                except _NotClean:
+                    if exact:
+                        raise
+                    plan.ranges = []
+                    walk(plan, buf, parts, min_bytes)  # (several sections, say: the walk from the start knows)
             except _NotClean as e:
                 plan.reason = str(e)
             del buf  # (the walk's views went with its frames, so the map can close)
