@@ -460,3 +460,18 @@ def test_expand_sources(tmp_path: Path) -> None:
         f"{a}/y.pcap", f"{a}/b/x.pcap", "-", "s3://bucket/c.pcap"]
     with pytest.raises(Exception, match="no file matches"):
         expand_sources([f"{a}/*.nothing"])
+
+
+def test_urls(gen: dict[str, Path]) -> None:
+    """URLs are read through fsspec; a glob or a folder in a URL is expanded."""
+    pytest.importorskip("fsspec")
+    from whyrst.jobs import analyze_to_dict
+
+    d = gen["small.pcap"].parent
+    urls = expand_sources([f"file://{d}/sma*.pcap", f"file://{d}/"])
+    assert urls[0] == f"file://{gen['small.pcap']}" and f"file://{gen['big.pcapng']}" in urls[1:]
+    doc = analyze_to_dict(urls[0])
+    want = analyze(str(gen["small.pcap"])).to_json()
+    assert doc["source"] == urls[0] and doc["packets"] == want["packets"]
+    assert [(r["frame"], r["cause"], r["evidence"]) for r in doc["resets"]] == [
+        (r["frame"], r["cause"], r["evidence"]) for r in want["resets"]]

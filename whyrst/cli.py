@@ -116,8 +116,9 @@ def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
             if args.engine == "dask":
                 docs = run_dask(sources, args.scheduler, with_conns=with_conns, workers=jobs, progress=bar.advance,
                                 note=note)
-            else:
-                docs = run_local(sources, jobs, with_conns=with_conns, progress=bar.advance, note=note, pool=pool)
+            else:  # (with --json alone, the worker processes write the JSON lines)
+                docs = run_local(sources, jobs, with_conns=with_conns, progress=bar.advance, note=note, pool=pool,
+                                 encode=args.json and dataset is None)
             console = _console()
             for doc in docs:
                 bar.finished()
@@ -125,7 +126,8 @@ def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
                 if dataset is not None:
                     dataset.add(doc)
                 if args.json:
-                    sys.stdout.write(json.dumps({k: v for k, v in doc.items() if k != "conns"}) + "\n")
+                    line = doc["json"] if "json" in doc else json.dumps({k: v for k, v in doc.items() if k != "conns"})
+                    sys.stdout.write(line + "\n")
                     sys.stdout.flush()
                 elif "error" in doc:
                     print(f"whyrst: {doc['error']}", file=sys.stderr)

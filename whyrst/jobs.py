@@ -50,7 +50,9 @@ def expand_sources(items: Iterable[str]) -> list[str]:
         out.extend(sorted(found))
 
     for item in items:
-        if item == "-" or is_remote(item):
+        if is_remote(item):
+            out.extend(_expand_url(item))
+        elif item == "-":
             out.append(item)
         elif os.path.isdir(item):
             walk(item)
@@ -66,6 +68,27 @@ def expand_sources(items: Iterable[str]) -> list[str]:
         else:
             out.append(item)
     return list(dict.fromkeys(out))
+
+
+def _expand_url(url: str) -> list[str]:
+    """A URL as given, or (with fsspec) the files a glob in it matches, or the files under it when it
+    names a folder (``s3://bucket/captures/``)."""
+    wild = any(ch in url.split("://", 1)[1] for ch in "*?[")
+    if not wild and not url.endswith("/"):
+        return [url]
+    try:
+        import fsspec
+    except ImportError as err:
+        raise WhyrstError(f"{url}: expanding URLs needs fsspec: pip install 'whyrst[dask]'") from err
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        found = fs.glob(path) if wild else fs.find(path)
+        found = [p for p in found if not fs.isdir(p)] if wild else found
+    except Exception as e:  # (each filesystem raises its own kinds)
+        raise WhyrstError(f"{url}: cannot list: {e}") from None
+    if not found:
+        raise WhyrstError(f"{url}: no file matches")
+    return [fs.unstrip_protocol(p) for p in sorted(found)]
 
 
 def source_size(source: str) -> int:
@@ -87,16 +110,31 @@ def error_doc(source: str, error: str) -> dict[str, Any]:
             "error": error}
 
 
-def report_doc(report: Any, with_conns: bool) -> dict[str, Any]:
+def report_doc(report: Any, with_conns: bool, encode: bool = False) -> dict[str, Any]:
     doc = report.to_json()
     if with_conns:
         doc["conns"] = report.conns
-    return doc
+    return encoded(doc) if encode else doc
 
 
-def analyze_to_dict(source: str, with_conns: bool = False) -> dict[str, Any]:
+def encoded(doc: dict[str, Any]) -> dict[str, Any]:
+    """A result as its JSON line (``json``) with the few fields a caller looks at: made where the result
+    is (a worker process), so that the main process only writes it out."""
+    short = {k: doc[k] for k in ("source", "packets", "connections", "warnings", "error") if k in doc}
+    short["json"] = json.dumps({k: v for k, v in doc.items() if k != "conns"})
+    short["n_resets"] = len(doc.get("resets", ()))
+    return short
+
+
+def analyze_to_dict(source: str, with_conns: bool = False, encode: bool = False) -> dict[str, Any]:
     """One source's result in the JSON schema, or the schema's fields plus ``error``: never raises for a
-    bad capture (or a bug), so one damaged file does not stop a job over thousands."""
+    bad capture (or a bug), so one damaged file does not stop a job over thousands. ``encode``: as
+    :func:`encoded` makes it."""
+    doc = _analyze_to_dict(source, with_conns)
+    return encoded(doc) if encode else doc
+
+
+def _analyze_to_dict(source: str, with_conns: bool) -> dict[str, Any]:
     from whyrst import pool
     from whyrst.analysis import analyze
 
@@ -127,21 +165,28 @@ def analyze_to_dict(source: str, with_conns: bool = False) -> dict[str, Any]:
     return report_doc(report, with_conns)
 
 
-def _file_job(source: str, with_conns: bool, size: int) -> Iterator[list[Call]]:
-    (call,) = yield [Call(analyze_to_dict, (source, with_conns), weight=size, priority=-size)]
-    return call.value if call.ok else error_doc(source, f"{source}: {call.error}")
+def _file_job(source: str, with_conns: bool, size: int, encode: bool = False) -> Iterator[list[Call]]:
+    (call,) = yield [Call(analyze_to_dict, (source, with_conns, encode), weight=size, priority=-size)]
+    if call.ok:
+        return call.value
+    doc = error_doc(source, f"{source}: {call.error}")
+    return encoded(doc) if encode else doc
 
 
 def _split_file_job(source: str, workers: int, with_conns: bool, size: int, note: Note | None,
-                    keep_ladders: bool = False, as_report: bool = False) -> Iterator[list[Call]]:
+                    keep_ladders: bool = False, as_report: bool = False, encode: bool = False
+                    ) -> Iterator[list[Call]]:
     from whyrst import split
 
     try:
         report = yield from split.split_job(source, workers, with_conns=with_conns, keep_ladders=keep_ladders,
                                             priority=-size, note=note)
     except Exception as err:
-        return error_doc(source, f"{source}: {err}") if not as_report else err
-    return report if as_report else report_doc(report, with_conns)
+        if as_report:
+            return err
+        doc = error_doc(source, f"{source}: {err}")
+        return encoded(doc) if encode else doc
+    return report if as_report else report_doc(report, with_conns, encode)
 
 
 def wants_split(source: str, size: int, workers: int) -> bool:
@@ -183,9 +228,11 @@ def new_pool(jobs: int) -> Any:
 
 
 def run_local(sources: list[str], jobs: int, progress: Callable[[int], None] | None = None,
-              with_conns: bool = False, note: Note | None = None, pool: Any = None) -> Iterator[dict[str, Any]]:
+              with_conns: bool = False, note: Note | None = None, pool: Any = None,
+              encode: bool = False) -> Iterator[dict[str, Any]]:
     """Results in source order, computed by ``jobs`` processes (1: in this process). ``progress(n)`` is
-    told of every ``n`` bytes read (see :func:`source_size` for the total)."""
+    told of every ``n`` bytes read (see :func:`source_size` for the total); ``encode``: results as their
+    JSON lines (see :func:`encoded`)."""
     own = pool is None
     pool = pool if pool is not None else new_pool(jobs)
     try:
@@ -194,14 +241,17 @@ def run_local(sources: list[str], jobs: int, progress: Callable[[int], None] | N
         job_list = []
         for i, (s, size) in enumerate(zip(sources, sizes, strict=True)):
             if wants_split(s, size, workers):
-                job_list.append((i, _split_file_job(s, workers, with_conns, size, note)))
+                job_list.append((i, _split_file_job(s, workers, with_conns, size, note, encode=encode)))
             else:
-                job_list.append((i, _file_job(s, with_conns, size)))
+                job_list.append((i, _file_job(s, with_conns, size, encode)))
         # calls are made in source order but run largest first; results are handed out in source order
         done: dict[int, dict[str, Any]] = {}
         nxt = 0
         for key, ok, value in pool.run(job_list, progress=progress):
-            done[key] = value if ok else error_doc(sources[key], f"{sources[key]}: {value}")
+            if not ok:
+                value = error_doc(sources[key], f"{sources[key]}: {value}")
+                value = encoded(value) if encode else value
+            done[key] = value
             while nxt in done:
                 yield done.pop(nxt)
                 nxt += 1

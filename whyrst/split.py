@@ -712,12 +712,12 @@ def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observation
         for name, mapping in observations.items():
             setattr(view, name, mapping)
         state()[(job, "hosts")] = view
-    gc.unfreeze()
     try:
         return explain_contexts(contexts, view, keep_ladders)
     finally:
         if not any(k[0] == job and k[1] != "hosts" for k in state() if isinstance(k, tuple)):
             state().pop((job, "hosts"), None)
+            gc.unfreeze()  # the job's last partition here: what it kept may go
 
 
 def forget_part(job: Any, part: int) -> None:
