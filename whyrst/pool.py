@@ -188,6 +188,21 @@ class Pool:
         self._finished: deque[tuple[Any, bool, Any]] = deque()
         self._running = 0
         self._progress = progress
+        try:
+            yield from self._run(jobs)
+        finally:  # left early (the caller stopped reading): processes still at work are replaced
+            for w in self._workers:
+                if w.call is not None:
+                    w.proc.kill()
+                    w.proc.join(5)
+                    w.conn.close()
+                    self._workers[w.index] = _Worker(self._ctx, w.index, self._initializer)
+            self._queue.clear()
+            for q in self._sticky:
+                q.clear()
+            self._calls.clear()
+
+    def _run(self, jobs: Iterable[tuple[Any, Job]]) -> Iterator[tuple[Any, bool, Any]]:
         for key, job in jobs:
             self._advance(_Running(key, job, [], 0), None)
         while self._running or self._finished:
@@ -295,7 +310,11 @@ class Pool:
             self._completed(call, run)
 
     # -- ending -----------------------------------------------------------------------------------------
-    def close(self, kill: bool = False) -> None:
+    def close(self, kill: bool | None = None) -> None:
+        """End the processes: at once when ``kill`` (by default, when some are still running a call, as
+        after an interruption), else once they are done."""
+        if kill is None:
+            kill = any(w.call is not None for w in self._workers)
         for w in self._workers:
             if kill:
                 w.proc.kill()
@@ -313,7 +332,7 @@ class Pool:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.close(kill=exc_type is not None)
+        self.close(kill=True if exc_type is not None else None)
 
 
 def _signal_name(code: int | None) -> str:
@@ -365,7 +384,7 @@ class Inline:
                         progress(call.weight - credited)
                 outcome = calls
 
-    def close(self, kill: bool = False) -> None:
+    def close(self, kill: bool | None = None) -> None:
         pass
 
     def __enter__(self) -> Inline:
