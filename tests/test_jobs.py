@@ -277,6 +277,7 @@ def test_tied_ttls_keep_their_order(gen: dict[str, Path]) -> None:
             merged.ttl_table = split.replay_ttls(merged.ttl_entries, [split.ttl_order(r) for r in plan.ranges])
             for a, b in zip(slots, merged.ttl_table, strict=True):
                 assert np.array_equal(a, b)
+        assert merged.answered.table == whole.answered.table
         parts = split.prepass_from(ttl_table=merged.ttl_table, probes=merged.probes)
         tied = 0
         for h in list(whole.ttls):

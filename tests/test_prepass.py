@@ -58,6 +58,43 @@ def test_corpus_compiled_prepass_equals_numpy(row: dict[str, str], corpus: Path)
     _assert_same(a, b)
 
 
+@pytest.mark.parametrize("row", ROWS[::3], ids=[r["file"] for r in ROWS[::3]])
+def test_answered_ports_equal_a_packet_walk(row: dict[str, str], corpus: Path) -> None:
+    """Each server port's SYN-ACKs (first time, last time, count) as one packet at a time counts them."""
+    from whyrst.capture.batch import ACK, RST, SYN
+    from whyrst.tcp.prepass import AnsweredPorts
+
+    table = AnsweredPorts()
+    walk: dict[tuple[int, int, int, int], tuple[int, int, int]] = {}
+    try:
+        with open_capture(str(corpus / "pcaps" / row["file"]), batch_size=97) as cap:
+            for batch in cap:
+                table.feed(batch)
+                c = batch.cols
+                for i in range(batch.n):
+                    if c["kind"][i] != Kind.TCP or int(c["flags"][i]) & (SYN | ACK | RST) != SYN | ACK:
+                        continue
+                    w0, w1 = (int(x) for x in batch.src[i].view("<u8"))
+                    key = (int(c["ip_version"][i]), w0, w1, int(c["sport"][i]))
+                    t = int(c["ts_ns"][i])
+                    lo, hi, n = walk.get(key, (t, t, 0))
+                    walk[key] = (min(lo, t), max(hi, t), n + 1)
+    except CaptureError:
+        pytest.skip("unreadable capture")
+    assert table.table == walk
+
+
+def test_answered_ports_forget_single_answers_first() -> None:
+    from whyrst.tcp.prepass import AnsweredPorts
+
+    table = AnsweredPorts(max_entries=4)
+    for port in range(5):
+        table.add((4, 1, 0, port), port, port, 1 + (port == 3))
+    table._trim()
+    assert list(table.table) == [(4, 1, 0, 3)] and table.forgotten == 4
+    assert table.get("not an address", 3) is None
+
+
 def test_bench_compiled_prepass_equals_numpy(tmp_path: Path) -> None:
     # small batches and tables that start small: every table grows several times
     a, b = _both(_bench(tmp_path, 40_000), batch_size=5000)

@@ -261,7 +261,8 @@ def analyze(
 
 def host_view(prepass: Any, first_ts: int) -> HostView:
     """What the whole capture says about its hosts, from the prepass (before any RST is observed)."""
-    return HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts)
+    return HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts,
+                    answered=getattr(prepass, "answered", None))
 
 
 def observe_contexts(reset_conns: Iterable[Connection], hosts: HostView) -> list[ResetContext]:

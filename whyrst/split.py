@@ -103,6 +103,7 @@ class RangeFacts:
     ends: tuple[np.ndarray, ...]  # per flow, sorted by hash: key, last time, last bare-SYN seq (-1: none)
     ttls: tuple[np.ndarray, ...]  # (address, TTL) entries: w0, w1, version << 8 | TTL, packets
     probes: tuple[np.ndarray, ...]  # bare-SYN probes: s0, s1, d0, d1, version << 16 | port
+    answered: Any  # AnsweredPorts: when each server port answered SYNs
 
 
 def prepass_range(r: ByteRange) -> RangeFacts:
@@ -144,7 +145,7 @@ def prepass_range(r: ByteRange) -> RangeFacts:
     plive = pused.view(bool)
     probes = (s0[plive], s1[plive], d0[plive], d1[plive], vp[plive])
     return RangeFacts(records, fmt, first_ts, problem, pre.tcp_packets, pre.connections, pre.rst_hashes(), ends,
-                      ttls, probes)
+                      ttls, probes, pre.answered)
 
 
 # -- the merge -------------------------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class Merged:
     ttl_entries: tuple[np.ndarray, ...]  # the same entries sorted by key (for replay_ttls when the table is None)
     probes: tuple[np.ndarray, ...]
     tcp: int
+    answered: Any = None  # AnsweredPorts of the whole file
 
 
 class Fallback(Exception):
@@ -213,10 +215,15 @@ def merge(facts: list[RangeFacts]) -> Merged:
     if len(probes[0]) > max_hosts:
         raise Fallback("more probe entries than the prepass's table holds")
     entries, table = _merge_ttls(facts, max_hosts)
+    answered = facts[0].answered
+    for f in facts[1:]:
+        answered.merge(f.answered)
+    if answered.forgotten:
+        raise Fallback("more answering ports than the prepass's table holds")
     return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
                   frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
                   rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=table, ttl_entries=entries,
-                  probes=probes, tcp=sum(f.tcp for f in facts))
+                  probes=probes, tcp=sum(f.tcp for f in facts), answered=answered)
 
 
 class NeedOrder(Exception):
@@ -389,7 +396,7 @@ def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarra
 
 
 def prepass_from(ttl_table: tuple[np.ndarray, ...] | None = None, probes: tuple[np.ndarray, ...] | None = None,
-                 rst: np.ndarray | None = None, connections: int = 0, tcp: int = 0) -> Any:
+                 rst: np.ndarray | None = None, connections: int = 0, tcp: int = 0, answered: Any = None) -> Any:
     """A finished :class:`~whyrst.tcp.prepass.CompiledPrepass` holding merged tables: its ``ttls``,
     ``probed``, ``rst_hashes()``, ``record_filter()`` and ``connections`` read as after a whole-file pass.
     (Its lookups read the tables' live entries in slot order, so the live entries are enough.)"""
@@ -406,6 +413,8 @@ def prepass_from(ttl_table: tuple[np.ndarray, ...] | None = None, probes: tuple[
     if rst is not None:
         pre._rsts = key_table(rst)
         pre.stats[lay.ST_RSTS] = len(rst)
+    if answered is not None:
+        pre.answered = answered
     pre.stats[lay.ST_CONNECTIONS] = connections
     pre.stats[lay.ST_TCP] = tcp
     pre.finish()
@@ -707,8 +716,8 @@ def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observation
     if view is None:
         if hosts is None:
             raise RuntimeError("the host facts are not in this process")
-        ttl_table, probes, first_ts = hosts
-        view = host_view(prepass_from(ttl_table=ttl_table, probes=probes), first_ts)
+        ttl_table, probes, answered, first_ts = hosts
+        view = host_view(prepass_from(ttl_table=ttl_table, probes=probes, answered=answered), first_ts)
         for name, mapping in observations.items():
             setattr(view, name, mapping)
         state()[(job, "hosts")] = view
@@ -820,7 +829,7 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
 
     # round 4
     observations = _merge_observations([t.observations for t in tracked])
-    hosts = (merged.ttl_table, merged.probes, merged.first_ts)
+    hosts = (merged.ttl_table, merged.probes, merged.answered, merged.first_ts)
     sent: set[int] = set()
     explain_calls = []
     for i in range(len(by_part)):

@@ -48,10 +48,24 @@ def _closed_port(f: Features) -> Verdict:
                    "address, which points at a box on the path rather than the host's stack.")
     if f.refused_ports_from_source >= 5:
         s -= 0.2
+    if _port_listens_around(f):
+        s = min(s, 0.35)
+        why.append(_port_listens_text(f) + " This refusal was chosen for this connection, unless the service "
+                   "restarted in between.")
     if f.synack_after:
         s = 0.1
         why.append("But the same address answered the SYN with a SYN-ACK afterwards: the port is open.")
     return s, why
+
+
+def _port_listens_around(f: Features) -> bool:
+    before, after, _ = f.port_answered
+    return bool(before and after)
+
+
+def _port_listens_text(f: Features) -> str:
+    return (f"{f.ctx.src}:{f.ctx.sport} answered {f.port_answered[2]} SYN(s) with a SYN-ACK in this capture, "
+            "before and after this refusal: a socket listens there.")
 
 
 def _firewall_reject(f: Features) -> Verdict:
@@ -62,6 +76,10 @@ def _firewall_reject(f: Features) -> Verdict:
                        "server's own packets arrive with: another device generated it on the server's behalf.")
             return 0.75, why
         why.append("A packet filter with REJECT --reject-with tcp-reset answers a SYN exactly like a closed port.")
+        if _port_listens_around(f):
+            why.append(_port_listens_text(f) + " A rule that rejects some connections to an open port (by "
+                       "source address, connection count or rate) answers exactly like this.")
+            return 0.6, why
         return 0.3, why
     if (f.established and not f.rst_has_ack and f.bare_rst_seq_is_peer_ack and not f.sender_fin_before
             and not f.answers_synack and not f.sender_only_syns):
@@ -78,7 +96,9 @@ def _firewall_reject(f: Features) -> Verdict:
                        "reset the connection.")
         if not f.ttl_mismatch and not f.sender_after_rst:
             s -= 0.05  # on the host itself a REJECT looks like the stack; the stack is the likelier
-        return min(s, 0.9), why
+        if f.same_stream:
+            s -= 0.3  # the stream went on under another tuple: a translation changed, see nat-expired
+        return max(min(s, 0.9), 0.0), why
     return 0.0, []
 
 
@@ -222,6 +242,8 @@ def _half_open(f: Features) -> Verdict:
         s -= 0.2
     if f.unknown_tuple_midstream:
         s -= 0.1
+    if f.same_stream:
+        s -= 0.3
     return max(s, 0.0), why
 
 
@@ -241,6 +263,11 @@ def _time_wait_assassination(f: Features) -> Verdict:
     return s, why
 
 
+# The shortest idle timeouts NATs and stateful firewalls are configured with for established TCP are about
+# this long (a silence shorter than it rarely outlives a mapping; cloud NAT gateways use 240-1200 s).
+NAT_IDLE_S = 30.0
+
+
 def _nat_expired(f: Features) -> Verdict:
     if f.answers_syn or f.sender_fin_before or f.sender_only_syns or f.trigger is None or f.trigger_gap > 1.0:
         return 0.0, []
@@ -248,13 +275,23 @@ def _nat_expired(f: Features) -> Verdict:
         return 0.0, []
     idle = f.idle_before_trigger
     s, why = 0.0, []
-    if f.unknown_tuple_midstream:
+    if f.same_stream:
+        addr, port, _, frame = f.same_stream
+        s = 0.85
+        why.append(f"The same sequence numbers also travel between {addr}:{port} and the same endpoint in another "
+                   f"connection (from frame {frame}), which one of the two begins mid-stream: one byte stream "
+                   "under two tuples. A NAT that lost the mapping of an idle connection translates its next "
+                   "packet to a new port, and the end that no longer matches resets it.")
+        if f.ttl_mismatch:
+            why.append(f"This RST's TTL {f.ctx.rst.ttl} is not the {f.ttl_known} of the address it carries: the "
+                       "NAT box answered for a mapping it had forgotten.")
+    elif f.unknown_tuple_midstream:
         s = 0.65
         why.append("The packet that drew the RST is the first of its 4-tuple and arrives mid-stream, long after "
                    "the capture began: the connection reached the server under an address or port it never "
                    "had, as when a NAT mapping expired and the packet went out untranslated or re-mapped.")
     elif idle != float("inf") and idle >= 0.25:
-        s = 0.3 + (0.3 if idle >= 60 else 0.0)
+        s = 0.3 + (0.3 if idle >= NAT_IDLE_S else 0.0)
         why.append(f"The connection was idle for {_secs(idle)} before the packet that drew the RST: a NAT or "
                    "conntrack entry that expired meanwhile makes the server see an unknown connection.")
     return s, why
@@ -415,7 +452,8 @@ CAUSES: tuple[Cause, ...] = (
             "ESTABLISHED,RELATED and NEW SYNs and rejects everything else, so any packet conntrack calls "
             "INVALID (retransmission after the entry expired, window tracking mismatch) is reset.",
         signature="A RST for a SYN that looks like a closed port but has a TTL or IP ID unlike the server's own "
-                  "packets; or, mid-connection, a bare RST (no ACK flag, no TCP options, seq = the ack number of "
+                  "packets, or comes from a port that answers other SYNs with SYN-ACKs before and after it (a "
+                  "rule by source, connection count or rate); or, mid-connection, a bare RST (no ACK flag, no TCP options, seq = the ack number of "
                   "the packet it answers) while the server's stack stays alive and may keep sending.",
         example="IP 198.18.1.2.40000 > 198.19.1.2.80: Flags [P.], seq 101:201, ack 1, length 100\n"
                 "IP 198.19.1.2.80 > 198.18.1.2.40000: Flags [R], seq 3512843291, win 0, length 0",
@@ -589,8 +627,11 @@ CAUSES: tuple[Cause, ...] = (
                 "resets it, or the box itself rejects it.",
         why="NAT/conntrack idle timeouts (cloud NAT gateways 350 s, home routers minutes, "
             "nf_conntrack_tcp_timeout_established) shorter than the application's idle time.",
-        signature="Minutes of silence, then a packet from the client answered at once by RST; at the server the "
-                  "packet may arrive from an unexpected address or port with no handshake.",
+        signature="Minutes of silence (at least the NAT's idle timeout, 30 s and more), then a packet from the "
+                  "client answered at once by a bare RST; at the server (or on both sides of the NAT) the packet "
+                  "arrives under a new source port with no handshake, carrying the sequence numbers of the old "
+                  "tuple: one byte stream under two tuples. The old tuple's late packets are reset by the NAT box "
+                  "itself (its own TTL).",
         example="IP client.40000 > server.443: Flags [P.], seq 101:201, ack 1, length 100   (after 10 minutes idle)\n"
                 "IP server.443 > client.40000: Flags [R], seq 99991, win 0, length 0",
         confirm=("conntrack -L -p tcp --dport PORT   (is the entry there? what timeout?)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from whyrst.capture.batch import ACK, FIN, RESERVED, RST, SYN
 from whyrst.tcp.seq import seq_delta
@@ -29,6 +30,16 @@ class HostView:
     # (server addr, port) -> RST timestamps sent by that server to established connections
     server_rst_times: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     capture_start_ns: int = 0
+    # server address and port -> (first, last, count) of its SYN-ACKs in the whole capture (the prepass's)
+    answered: Any = None
+    # endpoint (addr, port) -> (peer addr, peer port, uid, the peer's last sequence numbers, mid-stream start,
+    # first frame) for the connections reset by a bare RST: the same numbers from two peers are one stream
+    # under two tuples
+    streams: dict[tuple[str, int], list[tuple[str, int, str, tuple[int, ...], bool, int]]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    def port_answered(self, addr: str, port: int) -> tuple[int, int, int] | None:
+        return self.answered.get(addr, port) if self.answered is not None else None
 
     def usual_ttl(self, addr: str) -> int:
         c = self.ttls.get(addr)
@@ -101,6 +112,10 @@ class Features:
     receive_window: int = 0
     challenge_ack: bool = False  # the receiver answered the RST with a bare ACK at once (RFC 5961)
     rst_ignored: bool = False  # not exact, and both sides went on sending: the RST ended nothing
+    # the sender's address and port answered other SYNs with SYN-ACKs: (before the RST, after it, in all)
+    port_answered: tuple[int, int, int] = (0, 0, 0)
+    # another tuple carried the same sequence numbers to the same endpoint: (peer addr, port, uid, frame)
+    same_stream: tuple[str, int, str, int] | None = None
 
 
 def _fmt_bool(v: bool | None) -> str:
@@ -287,6 +302,13 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     rst_ignored = rst_window in ("in-window", "outside") and bool(sender_after) and bool(peer_after) and any(
         p.payload_len > 0 for p in [*sender_after, *peer_after])
 
+    port_answered = (0, 0, 0)
+    if answers_syn:
+        seen = hosts.port_answered(ctx.src, ctx.sport)
+        if seen is not None:
+            first_answer, last_answer, answers = seen
+            port_answered = (int(first_answer < rst_t), int(last_answer > rst_t), answers)
+
     return Features(
         ctx=ctx,
         sender_role=role,
@@ -348,11 +370,65 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         receive_window=receive_window,
         challenge_ack=challenge_ack,
         rst_ignored=rst_ignored,
+        port_answered=port_answered,
+        same_stream=same_stream(ctx, hosts) if not rst.flags & ACK else None,
     )
+
+
+def _endpoints(ctx: ResetContext) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(originator, responder) of the RST's connection, as (address, port)."""
+    sender, peer = (ctx.src, ctx.sport), (ctx.dst, ctx.dport)
+    return (sender, peer) if ctx.sender_is_orig else (peer, sender)
+
+
+STREAM_SEQS = 8  # sequence numbers kept per side: a re-mapped stream goes on where the old tuple stopped
+
+
+def _sent_seqs(contexts: list[ResetContext]) -> tuple[tuple[int, ...], tuple[int, ...], bool, int]:
+    """The last distinct absolute sequence numbers each side sent (originator's, responder's) in the
+    packets kept around a connection's resets (RSTs left out), whether it started mid-stream, and its
+    first kept frame."""
+    sent: dict[bool, dict[int, None]] = {True: {}, False: {}}
+    midstream = True
+    first = -1
+    for ctx in contexts:
+        for p in (*ctx.before, *ctx.after):
+            if first < 0 or p.frame < first:
+                first = p.frame
+            if p.flags & SYN:
+                midstream = False
+            if not p.flags & RST:
+                side = sent[p.from_orig]
+                side.pop(p.seq, None)
+                side[p.seq] = None
+    return (tuple(sent[True])[-STREAM_SEQS:], tuple(sent[False])[-STREAM_SEQS:], midstream, first)
+
+
+def same_stream(ctx: ResetContext, hosts: HostView) -> tuple[str, int, str, int] | None:
+    """Another connection (with resets) that carried the same sequence numbers to the same endpoint from
+    another address or port: (its peer address, port, uid, first frame). One side of either connection must
+    have started mid-stream: a NAT that lost its mapping sends the rest of the stream under a new tuple."""
+    if not hosts.streams:
+        return None
+    orig, resp = _endpoints(ctx)
+    mine_orig, mine_resp, midstream, _ = _sent_seqs([ctx])
+    for here, peer, peer_seqs in ((resp, orig, set(mine_orig)), (orig, resp, set(mine_resp))):
+        for addr, port, uid, seqs, other_mid, frame in hosts.streams.get(here, ()):
+            if uid == ctx.conn.uid or (addr, port) == peer or not (midstream or other_mid):
+                continue
+            if peer_seqs.intersection(seqs):
+                return addr, port, uid, frame
+    return None
 
 
 def observe_hosts(conn_resets: list[ResetContext], hosts: HostView) -> None:
     """Add what one connection's resets say about hosts (called as connections finish)."""
+    if any(not ctx.rst.flags & ACK for ctx in conn_resets):
+        orig, resp = _endpoints(conn_resets[0])
+        by_orig, by_resp, midstream, first = _sent_seqs(conn_resets)
+        uid = conn_resets[0].conn.uid
+        hosts.streams[resp].append((*orig, uid, by_orig, midstream, first))
+        hosts.streams[orig].append((*resp, uid, by_resp, midstream, first))
     for ctx in conn_resets:
         rst = ctx.rst
         before = ctx.before

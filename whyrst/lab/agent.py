@@ -394,8 +394,9 @@ def keepalive_reuse(dst: str, port: int) -> None:
 
 
 @role
-def idle_client(dst: str, port: int, timeout: float = 3.0, sport: int = 0) -> None:
-    """Connect, one exchange, then idle until ``send``; send again and report what came back."""
+def idle_client(dst: str, port: int, timeout: float = 3.0, sport: int = 0, idle: float = 30.0) -> None:
+    """Connect, one exchange, then idle (up to ``idle`` seconds) until ``send``; send again and report
+    what came back."""
     s = socket.socket()
     if sport:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -406,7 +407,7 @@ def idle_client(dst: str, port: int, timeout: float = 3.0, sport: int = 0) -> No
     s.recv(65536)
     say("EVENT", what="idle", sport=s.getsockname()[1])
     while True:
-        cmd = wait_cmd()
+        cmd = wait_cmd(timeout=idle)
         if cmd == "send":
             break
         if cmd == "":

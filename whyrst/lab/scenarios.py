@@ -81,10 +81,23 @@ def firewall_reject(ctx: Ctx) -> None:
     res = ctx.agent("client", "refused", dst=ctx.S, port=fwd).expect("RESULT", 5)
     ctx.check("router FORWARD REJECT", res["outcomes"] == ["ECONNREFUSED"], f"connect(): {res['outcomes']}")
 
-    # 2. The same on the server host, in its INPUT chain (the write-up's first example).
-    ctx.iptables("server", "-I", "INPUT", "-p", "tcp", "--dport", str(inp), *reject)
+    # 2. On the server host, in its INPUT chain (the write-up's first example rejects one client address).
+    # Host rules reject some clients of a service that runs, here by connection count as DoS protection
+    # does: a client's second concurrent connection is refused, its first is served, and once that one has
+    # ended it may connect again. (A port rejected for everyone is a closed port on the wire.)
+    ctx.iptables("server", "-I", "INPUT", "-p", "tcp", "--syn", "--dport", str(inp), "-m", "connlimit",
+                 "--connlimit-above", "1", "--connlimit-mask", "32", *reject)
+    first = ctx.agent("client", "idle-client", dst=ctx.S, port=inp, timeout=1.0)
+    first.expect("EVENT", 5, "idle")
     res = ctx.agent("client", "refused", dst=ctx.S, port=inp).expect("RESULT", 5)
-    ctx.check("server INPUT REJECT", res["outcomes"] == ["ECONNREFUSED"], f"connect(): {res['outcomes']}")
+    ctx.check("server INPUT REJECT", res["outcomes"] == ["ECONNREFUSED"],
+              f"second concurrent connect(): {res['outcomes']}")
+    first.send("send")
+    first.expect("RESULT", 5)
+    ctx.sleep(0.2)
+    res = ctx.agent("client", "bg", dst=ctx.S, port=inp, count=1, interval=0.1).expect("RESULT", 5)
+    ctx.check("server INPUT REJECT lets the client in again", res.get("done") == 1,
+              f"connections after the first ended: {res.get('done')}")
 
     # 3. The write-up's ruleset: ESTABLISHED,RELATED accepted, new SYNs accepted, everything else rejected.
     # A packet of an established connection that conntrack no longer knows (entry deleted, as by a flush,
@@ -309,6 +322,13 @@ def time_wait_assassination(ctx: Ctx) -> None:
               f"client TIME_WAIT sockets before/after the RST: {before}/{after} (net.ipv4.tcp_rfc1337=0)")
 
 
+# The router's timeout for established TCP entries in the NAT scenario, and how long the client idles: about
+# the shortest idle timeout NATs are configured with (cloud NAT gateways use 240-1200 s), so the lab's wait
+# is what production's is, only shorter.
+NAT_TIMEOUT_S = 30
+NAT_IDLE_S = 32.0
+
+
 def nat_expired(ctx: Ctx) -> None:
     (port,) = ctx.ports
     ctx.bg()
@@ -318,11 +338,14 @@ def nat_expired(ctx: Ctx) -> None:
     # silently survive (loose pick-up re-creates the entry).
     ctx.iptables("router", "-A", "POSTROUTING", "-o", "wan0", "-p", "tcp", "--dport", str(port), "-j",
                  "MASQUERADE", "--random-fully", table="nat")
-    cli = ctx.agent("client", "idle-client", dst=ctx.S, port=port, timeout=2.0)
+    ctx.sysctl("router", "net.netfilter.nf_conntrack_tcp_timeout_established", str(NAT_TIMEOUT_S))
+    cli = ctx.agent("client", "idle-client", dst=ctx.S, port=port, timeout=2.0, idle=NAT_IDLE_S + 30)
     cli.expect("EVENT", 5, "idle")
-    ctx.sleep(0.3)
-    # The NAT entry expires while the connection idles.
-    ctx.sh("router", "conntrack", "-D", "-p", "tcp", "--orig-port-dst", str(port), check=False)
+    # The NAT entry times out while the connection idles.
+    ctx.sleep(NAT_IDLE_S)
+    left = ctx.sh("router", "conntrack", "-L", "-p", "tcp", "--orig-port-dst", str(port), check=False)
+    ctx.check("NAT entry timed out", "ESTABLISHED" not in left, f"router's conntrack after {NAT_IDLE_S:g} s idle "
+              f"with a {NAT_TIMEOUT_S} s timeout: {left.strip() or 'no entry'}")
     cli.send("send")
     res = cli.expect("RESULT", 5)
     ctx.check("reset after the NAT entry expired", res["then"] == "reset", f"client: {res['then']}")
@@ -436,7 +459,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              (8801, 8802), half_open, {"half-open": reasons("NO_SOCKET", "TCP_FLAGS")}),
     Scenario("time-wait-assassination", "a delayed duplicate reaches TIME_WAIT; the closed peer's RST kills it",
              (8901,), time_wait_assassination, {"time-wait-assassination": reasons("TCP_FLAGS", "NO_SOCKET")}),
-    Scenario("nat-expired", "MASQUERADE entry deleted while the connection idles", (9001,), nat_expired,
+    Scenario("nat-expired", "MASQUERADE entry times out while the connection idles", (9001,), nat_expired,
              {"nat-expired": reasons("TCP_FLAGS", "NO_SOCKET")}, post=nat_post),
     Scenario("connect-then-close", "the client closes before the (late) SYN-ACK arrives", (9101,),
              connect_then_close, {"connect-then-close": reasons("NO_SOCKET")}),

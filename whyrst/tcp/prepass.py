@@ -67,6 +67,65 @@ def flow_hashes(batch: PacketBatch, rows: np.ndarray) -> np.ndarray:
     return h
 
 
+class AnsweredPorts:
+    """When each server address and port answered a SYN with a SYN-ACK: the first and last time, and how
+    many times. A refusal between two answers of the same port is a filter's choice (or a restart), not a
+    port nobody listens on.
+
+    Kept by address numbers; the few look-ups (the servers of refused SYNs) parse the address text.
+    Bounded like the host tables: past ``max_entries``, ports answered once are forgotten first."""
+
+    def __init__(self, max_entries: int = MAX_HOSTS) -> None:
+        self.table: dict[tuple[int, int, int, int], tuple[int, int, int]] = {}
+        self.max_entries = max_entries
+        self.forgotten = 0
+
+    def feed(self, batch: PacketBatch) -> None:
+        c = batch.cols
+        rows = np.flatnonzero((c["kind"] == Kind.TCP) & ((c["flags"] & (SYN | ACK | RST)) == (SYN | ACK)))
+        if len(rows) == 0:
+            return
+        words = batch.src[rows].view("<u8")
+        rec = np.zeros(len(rows), dtype=[("v", "u1"), ("w0", "u8"), ("w1", "u8"), ("p", "u2")])
+        rec["v"] = c["ip_version"][rows]
+        rec["w0"], rec["w1"] = words[:, 0], words[:, 1]
+        rec["p"] = c["sport"][rows]
+        ts = c["ts_ns"][rows].astype(np.int64)
+        keys, inverse, counts = np.unique(rec, return_inverse=True, return_counts=True)
+        first = np.full(len(keys), np.iinfo(np.int64).max)
+        last = np.full(len(keys), np.iinfo(np.int64).min)
+        np.minimum.at(first, inverse, ts)
+        np.maximum.at(last, inverse, ts)
+        for key, lo, hi, n in zip(keys.tolist(), first.tolist(), last.tolist(), counts.tolist(), strict=True):
+            self.add(key, lo, hi, n)
+        if len(self.table) > self.max_entries:
+            self._trim()
+
+    def add(self, key: tuple[int, int, int, int], first: int, last: int, n: int) -> None:
+        have = self.table.get(key)
+        self.table[key] = (first, last, n) if have is None else (min(have[0], first), max(have[1], last),
+                                                                  have[2] + n)
+
+    def merge(self, other: AnsweredPorts) -> None:
+        for key, (first, last, n) in other.table.items():
+            self.add(key, first, last, n)
+        self.forgotten += other.forgotten
+        if len(self.table) > self.max_entries:
+            self._trim()
+
+    def _trim(self) -> None:
+        kept = {k: v for k, v in self.table.items() if v[2] > 1}
+        if len(kept) > self.max_entries // 2:
+            kept = dict(sorted(kept.items(), key=lambda kv: -kv[1][2])[: self.max_entries // 2])
+        self.forgotten += len(self.table) - len(kept)
+        self.table = kept
+
+    def get(self, addr: str, port: int) -> tuple[int, int, int] | None:
+        """(first time, last time, SYN-ACKs) of ``addr``:``port``, or None when it never answered a SYN."""
+        parsed = _parse_addr(addr)
+        return None if parsed is None else self.table.get((*parsed, port))
+
+
 class NumpyPrepass:
     """The prepass in plain numpy and Python (when numba is missing, and the reference the compiled one is
     tested against): host facts as dicts keyed by address text, RST tuples as a set of flow hashes."""
@@ -74,6 +133,7 @@ class NumpyPrepass:
     def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
         self.ttls: dict[str, Counter[int]] = defaultdict(Counter)
         self.probed: dict[str, set[tuple[str, int]]] = defaultdict(set)
+        self.answered = AnsweredPorts(max_hosts)
         self.rst_tuples: set[int] = set()
         self.tcp_packets = 0
         self.connections = 0  # Zeek-style: a new SYN on a tuple, or 5 minutes of silence, starts one
@@ -111,6 +171,7 @@ class NumpyPrepass:
         if len(rows) == 0:
             return np.empty(0, dtype=np.uint64)
         self.tcp_packets += len(rows)
+        self.answered.feed(batch)
         flags = c["flags"][rows]
         hashes = flow_hashes(batch, rows)
         is_rst = (flags & RST) != 0
@@ -356,6 +417,7 @@ class CompiledPrepass:
         self._probes = self._empty_probes(MIN_SLOTS)
         self._ttl_view: _ByHost | None = None
         self._probe_view: _ByHost | None = None
+        self.answered = AnsweredPorts(max_hosts)
         self._finished = False
 
     def finish(self) -> None:
@@ -409,6 +471,7 @@ class CompiledPrepass:
             if full == k.FULL_NONE:
                 break
             self._grow(full)
+        self.answered.feed(batch)
         self._ttl_view = self._probe_view = None
         if self.stats[k.ST_CONNS] > self.max_tuples:
             self._forget_idle(int(self.stats[k.ST_MAX_TS]))
