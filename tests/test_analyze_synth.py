@@ -68,3 +68,46 @@ def test_dataframe_export(tmp_path: Path) -> None:
     df = whyrst.analyze(str(path)).to_dataframe()
     assert {"frame", "cause", "confidence", "source"} <= set(df.columns)
     assert len(df) > 5
+
+
+def _refusal_around_sessions(tmp_path: Path, close_first: bool) -> Report:
+    """A client's connection to port 80 is served; a second SYN is refused (RST,ACK seq 0) while the first
+    is still open, or after the server closed it; then the port answers a SYN again."""
+    from whyrst.capture.batch import ACK, RST, SYN
+
+    cap = synth.Capture()
+    c, s = synth._hosts()
+    first = synth.Flow(cap, c, s, 41000, 80, t=0.0)
+    first.handshake()
+    first.request()
+    first.response()
+    if close_first:
+        first.close(client_first=False)
+    refused = synth.Flow(cap, c, s, 41001, 80, t=first.t + 0.05)
+    refused.send(True, SYN)
+    refused.send(False, RST | ACK, seq=0, ack=refused.cseq, win=0, options=b"", ip_id=0, dt=0.0002)
+    if not close_first:
+        first.t = refused.t + 0.2
+        first.close()
+    later = synth.Flow(cap, c, s, 41002, 80, t=refused.t + 0.5)
+    later.handshake()
+    later.close()
+    path = tmp_path / "refusal.pcap"
+    with open(path, "wb") as out:
+        cap.write_pcap(out)
+    report = whyrst.analyze(str(path))
+    assert [r.frame for r in report.resets] == [r.frame for r in report.resets if r.sport == 80]
+    assert len(report.resets) == 1
+    return report
+
+
+def test_refusal_while_the_port_serves_is_a_filter(tmp_path: Path) -> None:
+    (r,) = _refusal_around_sessions(tmp_path, close_first=False).resets
+    assert r.cause == "firewall-reject" and r.alternatives[0].cause == "closed-port", r
+    assert any("a socket listens there" in e for e in r.evidence)
+
+
+def test_refusal_between_sessions_is_a_listener_gone_for_a_moment(tmp_path: Path) -> None:
+    (r,) = _refusal_around_sessions(tmp_path, close_first=True).resets
+    assert r.cause == "closed-port", r
+    assert any("gone for a moment" in e for e in r.evidence)

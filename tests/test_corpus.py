@@ -38,3 +38,17 @@ def test_injected_rst_of_rae_trace(corpus: Path) -> None:
     doc = json.loads(run_whyrst("analyze", str(corpus / "pcaps" / "zeek_tcp_rst-inject-rae.pcap"), "--json").stdout)
     first = doc["resets"][0]
     assert first["frame"] == 2 and first["cause"] == "injected" and first["sender"] == "injector"
+
+
+def test_refusal_between_rtsp_sessions_is_a_closed_port(corpus: Path) -> None:
+    """ndpi_rtsp.pcapng: the server closes session 52476 (frames 273-288), refuses the client's next SYN
+    80 ms later (frames 293-296, four copies of each packet) and answers its retry 0.5 s later: a server
+    that re-opens its listener between sessions, not a filter."""
+    import whyrst
+
+    report = whyrst.analyze(str(corpus / "pcaps" / "ndpi_rtsp.pcapng"))
+    refused = [r for r in report.resets if 293 <= r.frame <= 296]
+    assert len(refused) == 4
+    for r in refused:
+        assert r.cause == "closed-port", (r.frame, r.cause, r.evidence)
+        assert any("gone for a moment" in e for e in r.evidence), r.evidence

@@ -278,6 +278,8 @@ def test_tied_ttls_keep_their_order(gen: dict[str, Path]) -> None:
             for a, b in zip(slots, merged.ttl_table, strict=True):
                 assert np.array_equal(a, b)
         assert merged.answered.table == whole.answered.table
+        assert merged.answered.last_close.as_dict() == whole.answered.last_close.as_dict()
+        assert merged.answered.refusals == whole.answered.refusals
         parts = split.prepass_from(ttl_table=merged.ttl_table, probes=merged.probes)
         tied = 0
         for h in list(whole.ttls):

@@ -60,28 +60,40 @@ def test_corpus_compiled_prepass_equals_numpy(row: dict[str, str], corpus: Path)
 
 @pytest.mark.parametrize("row", ROWS[::3], ids=[r["file"] for r in ROWS[::3]])
 def test_answered_ports_equal_a_packet_walk(row: dict[str, str], corpus: Path) -> None:
-    """Each server port's SYN-ACKs (first time, last time, count) as one packet at a time counts them."""
-    from whyrst.capture.batch import ACK, RST, SYN
-    from whyrst.tcp.prepass import AnsweredPorts
+    """Each port's SYN-ACKs (first time, last time, count), its latest close, and each refusal's latest SYN-ACK
+    and close of its port before it, as one packet at a time finds them (in small batches)."""
+    from whyrst.capture.batch import ACK, FIN, RST, SYN
+    from whyrst.tcp.prepass import AnsweredPorts, port_keys
 
     table = AnsweredPorts()
-    walk: dict[tuple[int, int, int, int], tuple[int, int, int]] = {}
+    answers: dict[int, tuple[int, int, int]] = {}
+    closes: dict[int, int] = {}
+    refusals: dict[tuple[int, int, int], tuple[int, int]] = {}
     try:
         with open_capture(str(corpus / "pcaps" / row["file"]), batch_size=97) as cap:
             for batch in cap:
                 table.feed(batch)
                 c = batch.cols
+                every = np.arange(batch.n)
+                ports, peers = port_keys(batch, every).tolist(), port_keys(batch, every, src=False).tolist()
                 for i in range(batch.n):
-                    if c["kind"][i] != Kind.TCP or int(c["flags"][i]) & (SYN | ACK | RST) != SYN | ACK:
+                    if c["kind"][i] != Kind.TCP:
                         continue
-                    w0, w1 = (int(x) for x in batch.src[i].view("<u8"))
-                    key = (int(c["ip_version"][i]), w0, w1, int(c["sport"][i]))
+                    f = int(c["flags"][i])
                     t = int(c["ts_ns"][i])
-                    lo, hi, n = walk.get(key, (t, t, 0))
-                    walk[key] = (min(lo, t), max(hi, t), n + 1)
+                    port, peer = ports[i], peers[i]
+                    if f & (SYN | ACK | RST) == SYN | ACK:
+                        lo, hi, n = answers.get(port, (t, t, 0))
+                        answers[port] = (min(lo, t), max(hi, t), n + 1)
+                    elif f & (SYN | ACK | RST) == ACK | RST and int(c["seq"][i]) == 0:
+                        refusals[(port, peer, t)] = (answers.get(port, (-1, -1, 0))[1], closes.get(port, -1))
+                    elif f & (FIN | RST) and not f & SYN:
+                        closes[port] = max(closes.get(port, -1), t)
     except CaptureError:
         pytest.skip("unreadable capture")
-    assert table.table == walk
+    assert table.table == answers
+    assert table.last_close.as_dict() == closes
+    assert table.refusals == refusals
 
 
 def test_answered_ports_forget_single_answers_first() -> None:
@@ -89,9 +101,9 @@ def test_answered_ports_forget_single_answers_first() -> None:
 
     table = AnsweredPorts(max_entries=4)
     for port in range(5):
-        table.add((4, 1, 0, port), port, port, 1 + (port == 3))
+        table.table[port] = (port, port, 1 + (port == 3))
     table._trim()
-    assert list(table.table) == [(4, 1, 0, 3)] and table.forgotten == 4
+    assert list(table.table) == [3] and table.forgotten == 4
     assert table.get("not an address", 3) is None
 
 

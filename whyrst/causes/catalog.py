@@ -52,6 +52,13 @@ def _closed_port(f: Features) -> Verdict:
         s = min(s, 0.35)
         why.append(_port_listens_text(f) + " This refusal was chosen for this connection, unless the service "
                    "restarted in between.")
+    elif _port_restarted(f):
+        synack, close, last, _ = f.port_history or (0.0, 0.0, 0.0, 0)
+        why.append(f"{f.ctx.src}:{f.ctx.sport} answers SYNs in this capture, but its last SYN-ACK before this "
+                   f"refusal ({_secs(f.rst_at - synack)} before it) was followed by a connection it closed "
+                   f"({_secs(f.rst_at - close)} before it), and it answers again afterwards (its last SYN-ACK "
+                   f"{_secs(last - f.rst_at)} after it): a listener that was gone for a moment, as when a service "
+                   "restarts or re-opens its socket between sessions.")
     if f.synack_after:
         s = 0.1
         why.append("But the same address answered the SYN with a SYN-ACK afterwards: the port is open.")
@@ -59,13 +66,23 @@ def _closed_port(f: Features) -> Verdict:
 
 
 def _port_listens_around(f: Features) -> bool:
-    before, after, _ = f.port_answered
-    return bool(before and after)
+    """The refusing port opened a connection after its last close, and answers SYNs again later."""
+    h = f.port_history
+    return h is not None and h[0] >= 0 and h[0] > h[1] and h[2] > h[0] and h[2] > f.rst_at
+
+
+def _port_restarted(f: Features) -> bool:
+    """The refusing port closed its last connection after its last SYN-ACK, and answers again later."""
+    h = f.port_history
+    return h is not None and h[0] >= 0 and h[1] > h[0] and h[2] > f.rst_at
 
 
 def _port_listens_text(f: Features) -> str:
-    return (f"{f.ctx.src}:{f.ctx.sport} answered {f.port_answered[2]} SYN(s) with a SYN-ACK in this capture, "
-            "before and after this refusal: a socket listens there.")
+    synack, _, last, n = f.port_history or (0.0, 0.0, 0.0, 0)
+    return (f"{f.ctx.src}:{f.ctx.sport} answered {n} SYN(s) with a SYN-ACK in this capture: the last one before "
+            f"this refusal {_secs(f.rst_at - synack)} before it, no connection of that port closed since, and "
+            f"it answers again afterwards (its last SYN-ACK {_secs(last - f.rst_at)} after it): a socket "
+            "listens there.")
 
 
 def _firewall_reject(f: Features) -> Verdict:

@@ -41,6 +41,11 @@ class HostView:
     def port_answered(self, addr: str, port: int) -> tuple[int, int, int] | None:
         return self.answered.get(addr, port) if self.answered is not None else None
 
+    def port_refusal(self, addr: str, port: int, client: str, client_port: int, ts_ns: int) -> tuple[int, int] | None:
+        if self.answered is None:
+            return None
+        return self.answered.refusal(addr, port, client, client_port, ts_ns)
+
     def usual_ttl(self, addr: str) -> int:
         c = self.ttls.get(addr)
         return c.most_common(1)[0][0] if c else -1
@@ -112,8 +117,10 @@ class Features:
     receive_window: int = 0
     challenge_ack: bool = False  # the receiver answered the RST with a bare ACK at once (RFC 5961)
     rst_ignored: bool = False  # not exact, and both sides went on sending: the RST ended nothing
-    # the sender's address and port answered other SYNs with SYN-ACKs: (before the RST, after it, in all)
-    port_answered: tuple[int, int, int] = (0, 0, 0)
+    # the refusing port's other answers, seconds from the capture's start (-1: none): its latest SYN-ACK and
+    # latest close (FIN or RST) before this refusal, its last SYN-ACK of the capture, and its SYN-ACKs
+    port_history: tuple[float, float, float, int] | None = None
+    rst_at: float = 0.0  # seconds from the capture's start
     # another tuple carried the same sequence numbers to the same endpoint: (peer addr, port, uid, frame)
     same_stream: tuple[str, int, str, int] | None = None
 
@@ -302,12 +309,17 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     rst_ignored = rst_window in ("in-window", "outside") and bool(sender_after) and bool(peer_after) and any(
         p.payload_len > 0 for p in [*sender_after, *peer_after])
 
-    port_answered = (0, 0, 0)
+    port_history = None
     if answers_syn:
         seen = hosts.port_answered(ctx.src, ctx.sport)
-        if seen is not None:
-            first_answer, last_answer, answers = seen
-            port_answered = (int(first_answer < rst_t), int(last_answer > rst_t), answers)
+        before = hosts.port_refusal(ctx.src, ctx.sport, ctx.dst, ctx.dport, rst_t)
+        if seen is not None and before is not None:
+            start = hosts.capture_start_ns
+
+            def rel(t: int) -> float:
+                return (t - start) / NS if t >= 0 else -1.0
+
+            port_history = (rel(before[0]), rel(before[1]), rel(seen[1]), seen[2])
 
     return Features(
         ctx=ctx,
@@ -370,7 +382,8 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         receive_window=receive_window,
         challenge_ack=challenge_ack,
         rst_ignored=rst_ignored,
-        port_answered=port_answered,
+        port_history=port_history,
+        rst_at=(rst_t - hosts.capture_start_ns) / NS,
         same_stream=same_stream(ctx, hosts) if not rst.flags & ACK else None,
     )
 

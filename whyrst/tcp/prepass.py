@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from whyrst.capture.batch import ACK, RST, SYN, Kind, PacketBatch, address_text
+from whyrst.capture.batch import ACK, FIN, RST, SYN, Kind, PacketBatch, address_text
 
 if TYPE_CHECKING:
     from whyrst.capture.records import Records
@@ -67,51 +67,195 @@ def flow_hashes(batch: PacketBatch, rows: np.ndarray) -> np.ndarray:
     return h
 
 
-class AnsweredPorts:
-    """When each server address and port answered a SYN with a SYN-ACK: the first and last time, and how
-    many times. A refusal between two answers of the same port is a filter's choice (or a restart), not a
-    port nobody listens on.
+def port_keys(batch: PacketBatch, rows: np.ndarray, src: bool = True) -> np.ndarray:
+    """A 64-bit key per row for one end of the connection (address and port; the source end by default)."""
+    words = (batch.src if src else batch.dst)[rows].view("<u8")
+    port = batch.cols["sport" if src else "dport"][rows].astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(_key64(batch.cols["ip_version"][rows], words[:, 0], words[:, 1]) ^ (port << np.uint64(44)))
 
-    Kept by address numbers; the few look-ups (the servers of refused SYNs) parse the address text.
-    Bounded like the host tables: past ``max_entries``, ports answered once are forgotten first."""
+
+def port_key(addr: str, port: int) -> int | None:
+    """:func:`port_keys` of one address text and port (None: not an address)."""
+    parsed = _parse_addr(addr)
+    return None if parsed is None else _mix_int(_key64_int(*parsed) ^ (port << 44))
+
+
+class _LatestTimes:
+    """64-bit key -> the latest time seen, in sorted numpy arrays (updated a batch at a time, no Python
+    loop per key): new keys wait in a list and are merged in when it grows."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.times = np.empty(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+
+    def __len__(self) -> int:
+        self._flush()
+        return len(self.keys)
+
+    def update(self, keys: np.ndarray, times: np.ndarray) -> None:
+        """Distinct ``keys`` (sorted) with their latest ``times``."""
+        if len(self.keys):
+            at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            known = self.keys[at] == keys
+            np.maximum.at(self.times, at[known], times[known])
+            keys, times = keys[~known], times[~known]
+        if len(keys):
+            self._pending.append((keys, times))
+            self._pending_rows += len(keys)
+            if self._pending_rows > max(65536, len(self.keys)):
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys, *(k for k, _ in self._pending)])
+        times = np.concatenate([self.times, *(t for _, t in self._pending)])
+        self._pending, self._pending_rows = [], 0
+        order = np.lexsort((-times, keys))
+        keys, times = keys[order], times[order]
+        first = np.r_[True, keys[1:] != keys[:-1]]
+        self.keys, self.times = keys[first], times[first]
+
+    def get(self, key: int, default: int = -1) -> int:
+        best = default
+        k = np.uint64(key)
+        for keys, times in ((self.keys, self.times), *self._pending):
+            i = int(np.searchsorted(keys, k))
+            if i < len(keys) and keys[i] == k:
+                best = max(best, int(times[i]))
+        return best
+
+    def keep(self, wanted: np.ndarray) -> None:
+        """Only the keys in ``wanted``."""
+        self._flush()
+        mask = np.isin(self.keys, wanted)
+        self.keys, self.times = self.keys[mask], self.times[mask]
+
+    def as_dict(self) -> dict[int, int]:
+        self._flush()
+        return dict(zip(self.keys.tolist(), self.times.tolist(), strict=True))
+
+
+class AnsweredPorts:
+    """When each server address and port answered SYNs, closed connections and refused SYNs.
+
+    * ``table``: per port, the first and last time it sent a SYN-ACK, and how many;
+    * ``last_close``: per port, the latest time it sent a FIN or a RST that was not a refusal;
+    * ``refusals``: per refusal (a RST,ACK with seq 0, as a stack or a REJECT rule answers a SYN), the
+      latest SYN-ACK and close of that port before it (-1: none).
+
+    A port that opened a connection after its last close, refused one, and answers again later has a
+    socket listening all along: the refusal was a filter's choice. A port that closed its last
+    connection just before refusing had nothing listening for a moment (a service restarting).
+
+    Ports are 64-bit keys (:func:`port_keys`); the few look-ups (the servers of refused SYNs) compute the
+    key from the address text. Times are maxima over the rows so far, so ranges of a file analysed apart
+    merge exactly (:meth:`merge`). Bounded like the host tables: past ``max_entries`` ports, those answered
+    once are forgotten first; past ``max_closes`` closing ports, those that never answered; past
+    ``MAX_REFUSALS`` refusals, later ones are not recorded."""
+
+    MAX_REFUSALS = 100_000
 
     def __init__(self, max_entries: int = MAX_HOSTS) -> None:
-        self.table: dict[tuple[int, int, int, int], tuple[int, int, int]] = {}
+        self.table: dict[int, tuple[int, int, int]] = {}
+        self.last_close = _LatestTimes()
+        self.refusals: dict[tuple[int, int, int], tuple[int, int]] = {}
         self.max_entries = max_entries
+        self.max_closes = max(max_entries // 4, 1024)
         self.forgotten = 0
+        self.refusals_dropped = 0
+
+    @staticmethod
+    def _latest(keys: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct keys with their earliest time, latest time and count."""
+        order = np.argsort(keys, kind="stable")
+        k, t = keys[order], ts[order]
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        counts = np.diff(np.r_[starts, len(k)])
+        return k[starts], np.minimum.reduceat(t, starts), np.maximum.reduceat(t, starts), counts
 
     def feed(self, batch: PacketBatch) -> None:
         c = batch.cols
-        rows = np.flatnonzero((c["kind"] == Kind.TCP) & ((c["flags"] & (SYN | ACK | RST)) == (SYN | ACK)))
-        if len(rows) == 0:
-            return
-        words = batch.src[rows].view("<u8")
-        rec = np.zeros(len(rows), dtype=[("v", "u1"), ("w0", "u8"), ("w1", "u8"), ("p", "u2")])
-        rec["v"] = c["ip_version"][rows]
-        rec["w0"], rec["w1"] = words[:, 0], words[:, 1]
-        rec["p"] = c["sport"][rows]
-        ts = c["ts_ns"][rows].astype(np.int64)
-        keys, inverse, counts = np.unique(rec, return_inverse=True, return_counts=True)
-        first = np.full(len(keys), np.iinfo(np.int64).max)
-        last = np.full(len(keys), np.iinfo(np.int64).min)
-        np.minimum.at(first, inverse, ts)
-        np.maximum.at(last, inverse, ts)
-        for key, lo, hi, n in zip(keys.tolist(), first.tolist(), last.tolist(), counts.tolist(), strict=True):
-            self.add(key, lo, hi, n)
+        tcp = c["kind"] == Kind.TCP
+        flags = c["flags"]
+        synack = tcp & ((flags & (SYN | ACK | RST)) == (SYN | ACK))
+        refusal = tcp & ((flags & (SYN | ACK | RST)) == (ACK | RST)) & (c["seq"] == 0)
+        close = tcp & ((flags & (FIN | RST)) != 0) & ~refusal & ((flags & SYN) == 0)
+        ts = c["ts_ns"].astype(np.int64)
+        rows_a, rows_c, rows_r = np.flatnonzero(synack), np.flatnonzero(close), np.flatnonzero(refusal)
+        keys_a, keys_c = port_keys(batch, rows_a), port_keys(batch, rows_c)
+        if len(rows_r):
+            self._refusals(batch, rows_r, (rows_a, keys_a), (rows_c, keys_c), ts)
+        if len(rows_a):
+            table = self.table
+            for key, lo, hi, n in zip(*(a.tolist() for a in self._latest(keys_a, ts[rows_a])), strict=True):
+                have = table.get(key)
+                table[key] = (lo, hi, n) if have is None else (min(have[0], lo), max(have[1], hi), have[2] + n)
+        if len(rows_c):
+            uniq, _, last, _ = self._latest(keys_c, ts[rows_c])
+            self.last_close.update(uniq, last)
+            if self.last_close._pending_rows == 0 and len(self.last_close) > self.max_closes:
+                self._prune_closes()
         if len(self.table) > self.max_entries:
             self._trim()
 
-    def add(self, key: tuple[int, int, int, int], first: int, last: int, n: int) -> None:
-        have = self.table.get(key)
-        self.table[key] = (first, last, n) if have is None else (min(have[0], first), max(have[1], last),
-                                                                  have[2] + n)
+    def _prune_closes(self) -> None:
+        # Closes of ports that have not answered a SYN (clients' ephemeral ports, mostly) go: a close before
+        # a port's first SYN-ACK is older than any SYN-ACK a refusal is compared with, so no verdict changes.
+        self.last_close.keep(np.fromiter(self.table, dtype=np.uint64, count=len(self.table)))
+        if len(self.last_close) > self.max_closes:
+            self.forgotten += len(self.last_close)
+            self.last_close = _LatestTimes()
 
-    def merge(self, other: AnsweredPorts) -> None:
-        for key, (first, last, n) in other.table.items():
-            self.add(key, first, last, n)
-        self.forgotten += other.forgotten
+    def _refusals(self, batch: PacketBatch, rows: np.ndarray, answers: tuple[np.ndarray, np.ndarray],
+                  closes: tuple[np.ndarray, np.ndarray], ts: np.ndarray) -> None:
+        """Each refusal's latest SYN-ACK and close of its port before it: the state before the batch, or the
+        batch's own earlier rows (per refusing port with events in the batch, prefix maxima by row number)."""
+        servers = port_keys(batch, rows)
+        clients = port_keys(batch, rows, src=False).tolist()
+        in_batch = [np.isin(servers, keys) for _, keys in (answers, closes)]
+        prefixes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for i, port in enumerate(servers.tolist()):
+            if len(self.refusals) >= self.MAX_REFUSALS:
+                self.refusals_dropped += len(rows) - i
+                return
+            before = [self.table.get(port, (-1, -1, 0))[1], self.last_close.get(port, -1)]
+            row = rows[i]
+            for which, (event_rows, keys) in enumerate((answers, closes)):
+                if not in_batch[which][i]:
+                    continue
+                cached = prefixes.get((which, port))
+                if cached is None:
+                    sel = event_rows[keys == np.uint64(port)]
+                    cached = prefixes[(which, port)] = (sel, np.maximum.accumulate(ts[sel]))
+                sel, prefix = cached
+                k = int(np.searchsorted(sel, row))  # events on earlier rows
+                if k:
+                    before[which] = max(before[which], int(prefix[k - 1]))
+            self.refusals[(port, clients[i], int(ts[row]))] = (before[0], before[1])
+
+    def merge(self, later: AnsweredPorts) -> None:
+        """Add what a later range of the same file saw (ranges merged in file order)."""
+        for (port, client, t), (synack, close) in later.refusals.items():
+            if len(self.refusals) >= self.MAX_REFUSALS:
+                self.refusals_dropped += 1
+                continue
+            self.refusals[(port, client, t)] = (max(synack, self.table.get(port, (-1, -1, 0))[1]),
+                                                max(close, self.last_close.get(port, -1)))
+        self.refusals_dropped += later.refusals_dropped
+        for key, (lo, hi, n) in later.table.items():
+            have = self.table.get(key)
+            self.table[key] = (lo, hi, n) if have is None else (min(have[0], lo), max(have[1], hi), have[2] + n)
+        later.last_close._flush()
+        self.last_close.update(later.last_close.keys, later.last_close.times)
+        self.forgotten += later.forgotten
         if len(self.table) > self.max_entries:
             self._trim()
+        if len(self.last_close) > self.max_closes:
+            self._prune_closes()
 
     def _trim(self) -> None:
         kept = {k: v for k, v in self.table.items() if v[2] > 1}
@@ -119,11 +263,20 @@ class AnsweredPorts:
             kept = dict(sorted(kept.items(), key=lambda kv: -kv[1][2])[: self.max_entries // 2])
         self.forgotten += len(self.table) - len(kept)
         self.table = kept
+        self.last_close.keep(np.fromiter(kept, dtype=np.uint64, count=len(kept)))
 
     def get(self, addr: str, port: int) -> tuple[int, int, int] | None:
         """(first time, last time, SYN-ACKs) of ``addr``:``port``, or None when it never answered a SYN."""
-        parsed = _parse_addr(addr)
-        return None if parsed is None else self.table.get((*parsed, port))
+        key = port_key(addr, port)
+        return None if key is None else self.table.get(key)
+
+    def refusal(self, addr: str, port: int, client: str, client_port: int, ts_ns: int) -> tuple[int, int] | None:
+        """(latest SYN-ACK, latest close) of ``addr``:``port`` before its refusal of ``client`` at ``ts_ns``
+        (-1: none), or None when that refusal was not recorded."""
+        server, peer = port_key(addr, port), port_key(client, client_port)
+        if server is None or peer is None:
+            return None
+        return self.refusals.get((server, peer, ts_ns))
 
 
 class NumpyPrepass:
