@@ -242,8 +242,7 @@ def analyze(
                     tracker.feed(batch.select(keep))
     tracker.close()
     if tracker.evicted:
-        warnings.warn(f"{tracker.evicted} connections were evicted from the connection table; their state was "
-                      "cut short")
+        warnings.warn(tracker.eviction_note())
     if prepass.forgotten:
         warnings.warn(f"the connection count is approximate: {prepass.forgotten} idle tuples were forgotten")
     if getattr(prepass, "hosts_forgotten", 0):

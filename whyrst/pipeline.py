@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whyrst.errors import Warnings
-from whyrst.tcp.track import Connection, Tracker
+from whyrst.tcp.track import MAX_CONNECTIONS, Connection, Tracker
 
 
 @dataclass
@@ -25,7 +25,7 @@ def track_capture(
     *,
     batch_size: int = 65536,
     progress: Callable[[int, int], None] | None = None,
-    max_connections: int = 1_000_000,
+    max_connections: int = MAX_CONNECTIONS,
     check_checksums: bool = False,
 ) -> PassResult:
     """Read ``source`` and hand every finished connection to ``on_finish``, streaming."""
@@ -49,6 +49,5 @@ def track_capture(
                 progress(cap.packets, getattr(cap, "bytes_read", 0))
         tracker.close()
         if tracker.evicted:
-            warnings.warn(f"{tracker.evicted} connections were evicted from the connection table "
-                          f"(more than {max_connections} open at once); their state was cut short")
+            warnings.warn(tracker.eviction_note())
         return PassResult(cap.source, cap.format, cap.packets, count, warnings)

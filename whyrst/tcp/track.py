@@ -14,6 +14,8 @@ is what the cause catalog scores.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +38,21 @@ from whyrst.tcp.zeek import (
 )
 
 NS = 1_000_000_000
+# Bounds of the connection table (each tracked connection costs about 2.5 KB of Python objects: measured with
+# tracemalloc on a SYN flood, half SYN-only and half SYN + SYN-ACK).
+# Half-open connections (only SYN and SYN-ACK seen) are what a spoofed SYN flood brings, one per packet or
+# two, and nothing ever completes them: past MAX_HALF_OPEN of them at once the oldest are ended early (about
+# 125 MB). Ending a half-open connection early changes nothing in its record (state S0 or S1, the same
+# history and counters as when its attempt timer would have ended it) unless its handshake completes later.
+# 50,000 handshakes in progress at once is far beyond a real server (Linux's SYN backlog default is at most
+# 4096 per listener) and beyond what one capture sees outside a flood (at 10,000 new connections a second
+# and a 100 ms round trip there are 1,000).
+MAX_HALF_OPEN = 50_000
+# All connections at once (established ones included): past this the oldest-idle tenth is evicted. 200,000
+# connections are about 500 MB; a capture needs that many open at once only when it is crafted (each
+# needs packets beyond the handshake) or from a very large vantage point (raise it with max_connections).
+MAX_CONNECTIONS = 200_000
+_SYN_TIMEOUT_NS = int(SYN_TIMEOUT * NS)
 HEAD_PACKETS = 6  # packets kept from the start of a connection (the handshake)
 RING_PACKETS = 24  # latest packets kept for evidence
 AFTER_PACKETS = 8  # packets kept after a RST
@@ -77,44 +94,68 @@ class PacketRef:
     payload: bytes = b""  # kept for RSTs (diagnostic text) and the first bytes of data
 
 
-@dataclass(slots=True)
 class Fingerprint:
-    """What an endpoint's own stack looks like on the wire, to tell it from a box on the path."""
+    """What an endpoint's own stack looks like on the wire, to tell it from a box on the path.
 
-    ttls: dict[int, int] = field(default_factory=dict)  # TTL/hop limit -> packets (non-RST)
-    ip_ids: list[int] = field(default_factory=list)  # last few IPv4 IDs (non-RST)
-    zero_ip_ids: int = 0
-    packets: int = 0
-    syn_opt_mask: int = -1
-    syn_win: int = -1
-    mss: int = -1
-    wscale: int = -1
-    sack_ok: bool = False
-    uses_timestamps: bool = False
-    last_ts_val: int = -1
+    Compact, because a SYN flood keeps hundreds of thousands of them: the TTL counts are one (TTL, count)
+    pair until a second TTL shows up (``ttls`` reads them as a dict either way), and the last IPv4 IDs are
+    a tuple."""
+
+    __slots__ = ("_ttl", "_ttl_n", "_ttls", "ip_ids", "last_ts_val", "mss", "packets", "sack_ok", "syn_opt_mask",
+                 "syn_win", "uses_timestamps", "wscale", "zero_ip_ids")
+
+    def __init__(self) -> None:
+        self._ttl = -1  # the only TTL seen so far (while _ttls is None), with _ttl_n packets
+        self._ttl_n = 0
+        self._ttls: dict[int, int] | None = None  # TTL/hop limit -> packets (non-RST), once there are two
+        self.ip_ids: tuple[int, ...] = ()  # last few IPv4 IDs (non-RST)
+        self.zero_ip_ids = 0
+        self.packets = 0
+        self.syn_opt_mask = -1
+        self.syn_win = -1
+        self.mss = -1
+        self.wscale = -1
+        self.sack_ok = False
+        self.uses_timestamps = False
+        self.last_ts_val = -1
+
+    @property
+    def ttls(self) -> dict[int, int]:
+        """TTL/hop limit -> packets (non-RST), in order of first sight (a new dict while there is one TTL)."""
+        if self._ttls is not None:
+            return self._ttls
+        return {self._ttl: self._ttl_n} if self._ttl_n else {}
 
     def observe(self, ttl: int, ip_id: int, ts_val: int) -> None:
         self.packets += 1
-        if len(self.ttls) < 16 or ttl in self.ttls:
-            self.ttls[ttl] = self.ttls.get(ttl, 0) + 1
+        ttls = self._ttls
+        if ttls is None:
+            if not self._ttl_n or ttl == self._ttl:
+                self._ttl, self._ttl_n = ttl, self._ttl_n + 1
+            else:
+                self._ttls = {self._ttl: self._ttl_n, ttl: 1}
+        elif len(ttls) < 16 or ttl in ttls:
+            ttls[ttl] = ttls.get(ttl, 0) + 1
         if ip_id >= 0:
             if ip_id == 0:
                 self.zero_ip_ids += 1
-            self.ip_ids.append(ip_id)
-            if len(self.ip_ids) > 8:
-                del self.ip_ids[0]
+            ids = self.ip_ids
+            self.ip_ids = (*ids[1:], ip_id) if len(ids) >= 8 else (*ids, ip_id)
         if ts_val >= 0:
             self.uses_timestamps = True
             self.last_ts_val = ts_val
 
     def usual_ttl(self) -> int:
-        return max(self.ttls, key=self.ttls.__getitem__) if self.ttls else -1
+        if self._ttls is None:
+            return self._ttl if self._ttl_n else -1
+        return max(self._ttls, key=self._ttls.__getitem__) if self._ttls else -1
 
 
 class Endpoint:
     """One side of a connection, with Zeek's sequence bookkeeping (64-bit unwrapped)."""
 
     __slots__ = (
+        "_fp",
         "ack64",
         "addr",
         "blocks",
@@ -123,7 +164,6 @@ class Endpoint:
         "did_close",
         "fin_cnt",
         "fin_seq",
-        "fp",
         "gap_cnt",
         "gap_thresh",
         "hist_last_fin",
@@ -169,8 +209,16 @@ class Endpoint:
         self.last_ns = 0
         self.reassem_upto = 1  # relative sequence up to which data was seen or declared missing
         self.trim_upto = 1
-        self.blocks: list[tuple[int, int]] = []  # out-of-order data [lo, hi) above reassem_upto
-        self.fp = Fingerprint()
+        # out-of-order data [lo, hi) above reassem_upto: a list once there is some (most endpoints never have any)
+        self.blocks: list[tuple[int, int]] | tuple[()] = ()
+        self._fp: Fingerprint | None = None  # made on first use: the peer of a spoofed SYN never sends a packet
+
+    @property
+    def fp(self) -> Fingerprint:
+        fp = self._fp
+        if fp is None:
+            fp = self._fp = Fingerprint()
+        return fp
 
     def set_state(self, new: EP) -> None:
         if new != self.state:
@@ -236,6 +284,7 @@ class Connection:
     """A TCP connection as Zeek sees it."""
 
     __slots__ = (
+        "_uid",
         "after_open",
         "attempt_ns",
         "close_delete_ns",
@@ -260,7 +309,7 @@ class Connection:
         "resp",
         "ring",
         "start_ns",
-        "uid",
+        "tag",
         "vlan",
     )
 
@@ -272,22 +321,26 @@ class Connection:
         self.start_ns = ts
         self.last_ns = ts
         self.first_frame = frame
-        self.history: list[str] = []
+        # Per-connection memory matters: a SYN flood fills the table with half-open connections. What most
+        # connections never need is made on first use: the history is a string (one letter for a bare SYN),
+        # the uid is computed when read, the RST lists stay the shared empty tuple until a RST.
+        self.history = ""
         self.hist_seen = 0
         self.flipped = False
-        self.uid = ""
+        self.tag = b""  # the capture's source tag, for the uid
+        self._uid = ""
         self.n_packets = 0
         self.head: list[PacketRef] = []
         self.ring: deque[PacketRef] | None = None  # made once the head is full (most connections never need it)
         self.elided = 0
-        self.resets: list[ResetContext] = []
-        self.after_open: list[ResetContext] = []
+        self.resets: list[ResetContext] | tuple[()] = ()
+        self.after_open: list[ResetContext] | tuple[()] = ()  # RSTs still collecting the packets after them
         # the connection this one replaced on the same tuple: only its uid, so that a tuple reused a million
         # times does not keep a chain of a million connections alive
         self.prev: PriorConnection | None = None
         self.attempt_ns = -1
         self.close_delete_ns = -1
-        self.expire_origins: list[int] = [ts + int(SYN_TIMEOUT * NS)]
+        self.expire_origins: tuple[int, ...] = (ts + _SYN_TIMEOUT_NS,)
         self.inactivity_ns = int(INACTIVITY_HANDSHAKE * NS)
         self.handshake_done = False
         self.is_partial = False
@@ -295,8 +348,20 @@ class Connection:
         self.vlan = 0
 
     # -- history -----------------------------------------------------------------------------
+    @property
+    def uid(self) -> str:
+        """A stable Zeek-style uid (computed on first read: most flood connections are never named)."""
+        uid = self._uid
+        if not uid:
+            uid = self._uid = make_uid(self.tag, self.key, self.first_frame)
+        return uid
+
+    @uid.setter
+    def uid(self, value: str) -> None:
+        self._uid = value
+
     def add_history(self, code: str, is_orig: bool) -> None:
-        self.history.append(code if is_orig else code.lower())
+        self.history += code if is_orig else code.lower()
 
     def check_history(self, mask: int, code: str, is_orig: bool) -> bool:
         """Record the letter the first time; True when it was seen before (Zeek's CheckHistory)."""
@@ -310,7 +375,7 @@ class Connection:
 
     @property
     def history_text(self) -> str:
-        return "".join(self.history)
+        return self.history
 
     @property
     def state(self) -> str:
@@ -321,6 +386,8 @@ class Connection:
         return [*self.head, *self.ring] if self.ring else list(self.head)
 
     def endpoint_text(self, ep: Endpoint) -> str:
+        if self.ip_version == 4:  # what ipaddress prints, several times faster (conns names every endpoint)
+            return socket.inet_ntoa(ep.addr[:4].ljust(4, b"\0"))
         return address_text(ep.addr.ljust(16, b"\0"), self.ip_version)
 
     def zeek_record(self) -> dict[str, object]:
@@ -348,16 +415,21 @@ class Connection:
         }
 
 
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_PAIRS = [lo + hi for hi in _BASE62 for lo in _BASE62]  # two digits, least significant first
+
+
 def make_uid(source_tag: bytes, key: tuple, frame: int) -> str:
-    """A stable Zeek-style uid: 'C' and 17 base62 characters, the same on every run."""
+    """A stable Zeek-style uid: 'C' and 17 base62 characters (least significant first), the same on every run."""
     digest = hashlib.blake2b(repr((source_tag, key, frame)).encode(), digest_size=16).digest()
     n = int.from_bytes(digest, "big")
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    out = []
-    for _ in range(17):
-        n, r = divmod(n, 62)
-        out.append(alphabet[r])
-    return "C" + "".join(out)
+    pairs = _BASE62_PAIRS
+    out = ["C"]
+    for _ in range(8):
+        n, r = divmod(n, 3844)
+        out.append(pairs[r])
+    out.append(_BASE62[n % 62])
+    return "".join(out)
 
 
 class Tracker:
@@ -371,12 +443,17 @@ class Tracker:
         on_finish: Callable[[Connection], None],
         *,
         source_tag: bytes = b"",
-        max_connections: int = 1_000_000,
+        max_connections: int = MAX_CONNECTIONS,
+        max_half_open: int = MAX_HALF_OPEN,
         check_checksums: bool = False,
     ) -> None:
         self.on_finish = on_finish
         self.source_tag = source_tag
         self.max_connections = max_connections
+        self.max_half_open = max_half_open
+        # connections that so far saw only SYNs and SYN-ACKs, oldest first (a dict keeps insertion order)
+        self._half_open: dict[tuple, Connection] = {}
+        self.evicted_half_open = 0  # of ``evicted``: half-open connections past max_half_open
         self.check_checksums = check_checksums
         self.conns: dict[tuple, Connection] = {}
         self.evicted = 0
@@ -405,6 +482,7 @@ class Tracker:
 
     def close(self) -> None:
         """End every connection still open (end of capture)."""
+        self._half_open.clear()
         for conn in list(self.conns.values()):
             self._finish(conn)
         self.conns.clear()
@@ -423,6 +501,8 @@ class Tracker:
         a, b = (src, sport), (dst, dport)
         key = (version, a, b) if a <= b else (version, b, a)
 
+        if self._half_open and (flags & (SYN | RST | FIN)) != SYN:
+            self._half_open.pop(key, None)  # more than a handshake: no longer half-open
         conn = self.conns.get(key)
         if conn is not None and self._expired(conn, ts):
             self._finish(conn)
@@ -455,8 +535,13 @@ class Tracker:
             self._evict()
         orig, resp = Endpoint(src, sport, True), Endpoint(dst, dport, False)
         conn = Connection(key, version, orig, resp, ts, frame)
-        conn.uid = make_uid(self.source_tag, key, frame)
+        conn.tag = self.source_tag
         self.conns[key] = conn
+        if (flags & (SYN | RST | FIN)) == SYN:
+            half_open = self._half_open
+            half_open[key] = conn
+            if len(half_open) > self.max_half_open:
+                self._evict_half_open()
         if not (flags & SYN) or (flags & ACK):
             # A connection that starts without a SYN, or with a SYN-ACK: guess the server by port.
             # (both plausible: flip only for a non-SYN going to the higher port, as Zeek does)
@@ -470,7 +555,7 @@ class Tracker:
         conn.orig.is_orig, conn.resp.is_orig = True, False
         conn.flipped = not conn.flipped
         conn.is_partial = False
-        conn.history.append("^")
+        conn.history += "^"
 
     def _is_reuse(self, conn: Connection, src: bytes, sport: int, flags: int, seq: int) -> bool:
         if not (flags & SYN):
@@ -537,8 +622,39 @@ class Tracker:
             del self.conns[conn.key]
             self.evicted += 1
 
+    def _evict_half_open(self) -> None:
+        """End the oldest tenth of the half-open connections (those whose timers already fired end as
+        Zeek ends them; the others are counted in ``evicted`` and ``evicted_half_open``)."""
+        half_open, conns, now = self._half_open, self.conns, self.now_ns
+        k = max(1, self.max_half_open // 10)
+        for key, conn in list(itertools.islice(half_open.items(), k)):
+            del half_open[key]
+            if conns.get(key) is conn:
+                del conns[key]
+                if not self._expired(conn, now):
+                    self.evicted += 1
+                    self.evicted_half_open += 1
+                self._finish(conn)
+
+    def eviction_note(self) -> str:
+        """The warning about evictions ("" when there were none)."""
+        if not self.evicted:
+            return ""
+        parts = []
+        if self.evicted_half_open:
+            parts.append(f"{self.evicted_half_open} half-open (only SYN/SYN-ACK seen) past {self.max_half_open} "
+                         "at once")
+        if self.evicted > self.evicted_half_open:
+            parts.append(f"{self.evicted - self.evicted_half_open} past {self.max_connections} connections open "
+                         "at once")
+        return (f"{self.evicted} connections were evicted from the connection table ({'; '.join(parts)}); their "
+                "state was cut short")
+
     def _finish(self, conn: Connection) -> None:
-        conn.after_open.clear()
+        conn.after_open = ()
+        half_open = self._half_open
+        if half_open and half_open.get(conn.key) is conn:
+            del half_open[conn.key]
         self.on_finish(conn)
 
     def _process(self, conn: Connection, cols: dict[str, list], i: int, src: bytes, sport: int,
@@ -652,7 +768,7 @@ class Tracker:
             for ctx in conn.after_open:
                 ctx.after.append(pref)
             conn.after_open = [c for c in conn.after_open
-                               if len(c.after) < AFTER_PACKETS and ts - c.rst.ts_ns < AFTER_NS]
+                               if len(c.after) < AFTER_PACKETS and ts - c.rst.ts_ns < AFTER_NS] or ()
         if rst:
             before = conn.packets()
             ctx = ResetContext(
@@ -663,8 +779,14 @@ class Tracker:
                 payload=pref.payload, mptcp_subtype=cols["opt_mptcp_subtype"][i],
                 checksum_ok=cols["checksum_ok"][i],
             )
-            conn.resets.append(ctx)
-            conn.after_open.append(ctx)
+            if conn.resets:
+                conn.resets.append(ctx)  # type: ignore[union-attr]
+            else:
+                conn.resets = [ctx]
+            if conn.after_open:
+                conn.after_open.append(ctx)  # type: ignore[union-attr]
+            else:
+                conn.after_open = [ctx]
         if len(conn.head) < HEAD_PACKETS:
             conn.head.append(pref)
         else:
@@ -758,20 +880,23 @@ class Tracker:
             ep.reassem_upto = hi
             Tracker._absorb(ep)
         elif lo > ep.reassem_upto and len(ep.blocks) < 64:
-            ep.blocks.append((lo, hi))
+            if ep.blocks:
+                ep.blocks.append((lo, hi))  # type: ignore[union-attr]
+            else:
+                ep.blocks = [(lo, hi)]
 
     @staticmethod
     def _absorb(ep: Endpoint) -> None:
         if not ep.blocks:
             return
-        ep.blocks.sort()
+        ep.blocks.sort()  # type: ignore[union-attr]
         keep = []
         for lo, hi in ep.blocks:
             if lo <= ep.reassem_upto:
                 ep.reassem_upto = max(ep.reassem_upto, hi)
             else:
                 keep.append((lo, hi))
-        ep.blocks = keep
+        ep.blocks = keep or ()
 
     def _ack_received(self, conn: Connection, sender: Endpoint, rel_ack: int) -> None:
         """``sender`` is the endpoint whose data the ACK acknowledges."""
@@ -788,7 +913,8 @@ class Tracker:
             clean = all(e.state == EP.ESTABLISHED or (e.state == EP.CLOSED and e.prev_state == EP.ESTABLISHED)
                         for e in (ep, peer))
             # every hole below the ACK is a gap; blocks above holes are delivered in between
-            ep.blocks.sort()
+            if ep.blocks:
+                ep.blocks.sort()  # type: ignore[union-attr]
             holes = 0
             upto = ep.reassem_upto
             for lo, hi in ep.blocks:
@@ -805,7 +931,8 @@ class Tracker:
                     if hit:
                         conn.add_history("G", ep.is_orig)
         sender.reassem_upto = max(sender.reassem_upto, rel_ack)
-        sender.blocks = [(lo, hi) for lo, hi in sender.blocks if hi > sender.reassem_upto]
+        if sender.blocks:
+            sender.blocks = [(lo, hi) for lo, hi in sender.blocks if hi > sender.reassem_upto] or ()
         self._absorb(sender)
 
     def _connection_closed(self, conn: Connection, ep: Endpoint, peer: Endpoint) -> None:
@@ -816,7 +943,7 @@ class Tracker:
         if complete:
             conn.close_delete_ns = conn.last_ns + int(CLOSE_DELAY * NS)
         elif ep.prev_state != EP.INACTIVE:
-            conn.expire_origins.append(conn.last_ns + int(SESSION_TIMER * NS))
+            conn.expire_origins += (conn.last_ns + int(SESSION_TIMER * NS),)
 
 
 def track(batches: Iterable[PacketBatch], **options: object) -> list[Connection]:
