@@ -111,3 +111,35 @@ def test_refusal_between_sessions_is_a_listener_gone_for_a_moment(tmp_path: Path
     (r,) = _refusal_around_sessions(tmp_path, close_first=True).resets
     assert r.cause == "closed-port", r
     assert any("gone for a moment" in e for e in r.evidence)
+
+
+def test_nat_remapping_is_one_stream_under_two_tuples(tmp_path: Path) -> None:
+    """Seen at the server: a NATed client idles 40 s, its NAT forgets the mapping and sends its next request
+    from a new port (mid-stream, the old sequence numbers); the server resets the unknown tuple; later the
+    server's FIN on the old tuple is reset by the NAT box itself (TTL one hop closer)."""
+    from whyrst.capture.batch import ACK, FIN, PSH, RST
+
+    cap = synth.Capture()
+    nat, server = synth.Host("198.18.7.1", ttl=63), synth.Host("198.19.7.2", ttl=64)
+    synth.normal(cap, 0.0, 30000)
+    old = synth.Flow(cap, nat, server, 40000, 8443, t=1.0)
+    old.handshake()
+    old.request()
+    old.response()
+    new = synth.Flow(cap, nat, server, 52001, 8443, cseq=old.cseq, sseq=old.sseq, t=old.t + 40.0)
+    new.send(True, PSH | ACK, b"next request\n")
+    new.send(False, RST, seq=new.sseq, win=0, options=b"", ip_id=0, dt=0.00005)
+    old.t = new.t + 0.5
+    old.send(False, FIN | ACK)
+    old.send(True, RST, seq=old.cseq, win=0, ttl=64, options=b"", ip_id=0, dt=0.00005)
+    path = tmp_path / "nat.pcap"
+    with open(path, "wb") as out:
+        cap.write_pcap(out)
+    report = whyrst.analyze(str(path))
+    assert [(r.sport, r.cause) for r in report.resets] == [(8443, "nat-expired"), (40000, "nat-expired")], [
+        (r.frame, r.cause, [a.cause for a in r.alternatives]) for r in report.resets]
+    for r in report.resets:
+        assert any("one byte stream under two tuples" in e for e in r.evidence), r.evidence
+    # the same verdicts from the slow reference path (every packet through the tracker)
+    assert [r.to_json() for r in whyrst.analyze(str(path), two_pass=False).resets] == [
+        r.to_json() for r in report.resets]

@@ -417,21 +417,41 @@ def _sent_seqs(contexts: list[ResetContext]) -> tuple[tuple[int, ...], tuple[int
     return (tuple(sent[True])[-STREAM_SEQS:], tuple(sent[False])[-STREAM_SEQS:], midstream, first)
 
 
+def _stream_index(hosts: HostView) -> dict[tuple[tuple[str, int], int], list[tuple[str, int, str, bool, int]]]:
+    """(endpoint, sequence number) -> the streams observed at that endpoint whose peer sent that number
+    (built once, when the first RST is explained: every connection has been observed by then)."""
+    index = getattr(hosts, "_stream_index", None)
+    if index is None:
+        index = {}
+        for here, entries in hosts.streams.items():
+            if len(entries) < 2:
+                continue
+            for addr, port, uid, seqs, midstream, frame in entries:
+                for seq in seqs:
+                    index.setdefault((here, seq), []).append((addr, port, uid, midstream, frame))
+        hosts._stream_index = index  # type: ignore[attr-defined]  # (a cache, not a field: not merged)
+    return index
+
+
 def same_stream(ctx: ResetContext, hosts: HostView) -> tuple[str, int, str, int] | None:
     """Another connection (with resets) that carried the same sequence numbers to the same endpoint from
     another address or port: (its peer address, port, uid, first frame). One side of either connection must
     have started mid-stream: a NAT that lost its mapping sends the rest of the stream under a new tuple."""
     if not hosts.streams:
         return None
+    index = _stream_index(hosts)
     orig, resp = _endpoints(ctx)
     mine_orig, mine_resp, midstream, _ = _sent_seqs([ctx])
-    for here, peer, peer_seqs in ((resp, orig, set(mine_orig)), (orig, resp, set(mine_resp))):
-        for addr, port, uid, seqs, other_mid, frame in hosts.streams.get(here, ()):
-            if uid == ctx.conn.uid or (addr, port) == peer or not (midstream or other_mid):
-                continue
-            if peer_seqs.intersection(seqs):
-                return addr, port, uid, frame
-    return None
+    me = ctx.conn.uid
+    found = [(frame, addr, port, uid)
+             for here, peer, peer_seqs in ((resp, orig, mine_orig), (orig, resp, mine_resp))
+             for seq in peer_seqs
+             for addr, port, uid, other_mid, frame in index.get((here, seq), ())
+             if uid != me and (addr, port) != peer and (midstream or other_mid)]
+    if not found:
+        return None
+    frame, addr, port, uid = min(found)  # the earliest: the same answer however the capture was cut
+    return addr, port, uid, frame
 
 
 def observe_hosts(conn_resets: list[ResetContext], hosts: HostView) -> None:
