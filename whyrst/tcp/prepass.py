@@ -31,7 +31,9 @@ INACTIVITY_NS = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout: a longer s
 # Entries each host table may hold ((address, TTL) pairs; (source, destination, port) probes). A spoofed SYN
 # flood brings a new source address with every packet: past this, single-packet sources are forgotten (one
 # packet says little about a host's usual TTL, and a source needs several probes to look like a scan).
-MAX_HOSTS = 1_000_000
+# A quarter of a million hosts is more than any capture of real clients has sent more than one packet
+# from, and keeps the tables (open addressing, at most half full, doubled as they grow) near 30 MB each.
+MAX_HOSTS = 250_000
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -662,7 +664,10 @@ class CompiledPrepass:
                        empty: Callable[[int], tuple[np.ndarray, ...]], rehash: Callable[..., None], stat: int) -> None:
         kept = int(np.count_nonzero(keep))
         self.hosts_forgotten += int(self.stats[stat]) - kept
-        new = empty(len(table[0]))
+        size = MIN_SLOTS
+        while size < 4 * (kept + 1):  # room to double before the next growth
+            size *= 2
+        new = empty(min(size, len(table[0])))
         rehash(*table[:-1], keep.view(np.uint8), *new)
         if table is self._ttls:
             self._ttls = new
