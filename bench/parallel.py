@@ -73,6 +73,8 @@ def generate(folder: Path, big_packets: int, captures: int) -> tuple[Path, list[
     files = [target]
     for i in range(captures - 1):
         packets = rng.randrange(10_000, 120_001)
+        # (drawn whether or not the file is there: the next captures' names must not depend on it)
+        flows, share = rng.randrange(50, 2000), rng.choice((0.02, 0.04, 0.1))
         kind = ("pcap", "pcapng", "pcap.gz")[i % 3]
         path = d / f"cap-{i:03d}-{packets}.{kind}"
         files.append(path)
@@ -80,8 +82,7 @@ def generate(folder: Path, big_packets: int, captures: int) -> tuple[Path, list[
             continue
         print(f"generating {path.name} ...", file=sys.stderr, flush=True)
         tmp = str(path) + ".part"
-        write_bench(tmp, packets, rng.randrange(50, 2000), 100 + i, kind == "pcapng",
-                    reset_share=rng.choice((0.02, 0.04, 0.1)))
+        write_bench(tmp, packets, flows, 100 + i, kind == "pcapng", reset_share=share)
         if kind == "pcap.gz":
             with open(tmp, "rb") as fh:
                 data = gzip.compress(fh.read(), 6)

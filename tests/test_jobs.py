@@ -30,7 +30,7 @@ from whyrst.analysis import analyze
 from whyrst.capture import open_capture
 from whyrst.capture.ranges import open_range, plan_ranges
 from whyrst.jobs import cores, expand_sources, run_dask, run_local, write_parquet
-from whyrst.pool import Call, Inline, Pool
+from whyrst.pool import Call, Inline, Pool, meanwhile
 from whyrst.synth import packet, write_bench
 
 NS = 1_000_000_000
@@ -290,6 +290,25 @@ def test_tied_ttls_keep_their_order(gen: dict[str, Path]) -> None:
         assert tied > 1000 if replayed else tied == 0
 
 
+@pytest.mark.parametrize("name", ["big.pcap", "ties.pcap", "truncated.pcap", "big.pcap.gz"])
+def test_json_made_by_the_workers(gen: dict[str, Path], pool2: Any, name: str) -> None:
+    """With ``encode`` the workers write each reset's JSON and the main process only joins the texts: the
+    bytes of the one-process report's JSON, compact or indented (in parts, with TTLs replayed, cut again,
+    and in one process)."""
+    path = str(gen[name])
+    want = analyze(path).to_json()
+    for indent in (None, 1, 2):
+        ((_, ok, got),) = list(pool2.run([(path, split.split_job(path, 2, encode=True, indent=indent))]))
+        assert ok and isinstance(got, split.EncodedReport), got
+        assert got.json_text() == json.dumps(want, indent=indent)
+    ((_, ok, got),) = list(Inline().run([(path, split.split_job(path, 3, encode=True))]))
+    assert ok and got.json_text() == json.dumps(want)
+    for indent in (None, 1):
+        empty = split.EncodedReport(path, "pcap", 3, 1, [], ["a warning"], indent)
+        assert json.loads(empty.json_text())["resets"] == [] and empty.json_text() == json.dumps(
+            {**want, "packets": 3, "connections": 1, "resets": [], "warnings": ["a warning"]}, indent=indent)
+
+
 # -- many sources: -j 1, every core, Dask ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -438,6 +457,24 @@ def _job(i: int) -> Any:
 def _dies() -> Any:
     (call,) = yield [Call(os._exit, (3,))]
     return call.ok, call.error
+
+
+def _later_job() -> Any:
+    ran = meanwhile(pow, 3, 2)
+    fails = meanwhile(int, "x")
+    yield [Call(_pid)]
+    assert ran.done and fails.done  # run while the process was at work
+    with pytest.raises(ValueError):
+        fails.result()
+    return ran.result()
+
+
+def test_pool_meanwhile(pool2: Any) -> None:
+    """Work the main process leaves for later runs while the processes run the job's next calls (in turn
+    with Inline), its error raised where its result is read."""
+    assert list(pool2.run([("m", _later_job())])) == [("m", True, 9)]
+    assert list(Inline().run([("m", _later_job())])) == [("m", True, 9)]
+    assert meanwhile(pow, 2, 5).result() == 32  # (asked for before any pool ran it)
 
 
 def test_pool_jobs_pins_and_deaths(pool2: Any) -> None:

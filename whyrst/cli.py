@@ -76,7 +76,8 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
     try:
         with JobProgress(size if size >= 20_000_000 else 0, 1) as bar:
             report = analyze_file(source, jobs, keep_ladders=bool(args.html), progress=bar.advance,
-                                  note=_notes(args), pool=pool)
+                                  note=_notes(args), pool=pool, as_json=args.json and not args.html,
+                                  indent=None if args.compact else 1)
     finally:
         if pool is not None:
             pool.close()
@@ -85,7 +86,11 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
 
         write_html(report, args.html)
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=None if args.compact else 1)
+        text = getattr(report, "json_text", None)  # (an EncodedReport: the workers made the JSON)
+        if text is not None:
+            sys.stdout.write(text())
+        else:
+            json.dump(report.to_json(), sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
         for w in report.warnings:  # the terminal report shows them inline
             print(f"whyrst: warning: {w}", file=sys.stderr)

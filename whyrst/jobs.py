@@ -174,19 +174,27 @@ def _file_job(source: str, with_conns: bool, size: int, encode: bool = False) ->
 
 
 def _split_file_job(source: str, workers: int, with_conns: bool, size: int, note: Note | None,
-                    keep_ladders: bool = False, as_report: bool = False, encode: bool = False
-                    ) -> Iterator[list[Call]]:
+                    keep_ladders: bool = False, as_report: bool = False, encode: bool = False,
+                    indent: int | None = None) -> Iterator[list[Call]]:
     from whyrst import split
 
+    # (encode: the workers make the JSON text of the resets, the main process only joins it; as_report: the
+    # result is then an EncodedReport, written with indent)
     try:
         report = yield from split.split_job(source, workers, with_conns=with_conns, keep_ladders=keep_ladders,
-                                            priority=-size, note=note)
+                                            priority=-size, note=note, encode=encode, indent=indent)
     except Exception as err:
         if as_report:
             return err
         doc = error_doc(source, f"{source}: {err}")
         return encoded(doc) if encode else doc
-    return report if as_report else report_doc(report, with_conns, encode)
+    if as_report:
+        return report
+    if encode:
+        short = {"source": report.source, "packets": report.packets, "connections": report.connections,
+                 "warnings": report.warnings}
+        return {**short, "json": report.json_text(), "n_resets": len(report.resets)}
+    return report_doc(report, with_conns)
 
 
 def wants_split(source: str, size: int, workers: int) -> bool:
@@ -261,9 +269,12 @@ def run_local(sources: list[str], jobs: int, progress: Callable[[int], None] | N
 
 
 def analyze_file(path: str, jobs: int, *, keep_ladders: bool = False, progress: Callable[[int], None] | None = None,
-                 note: Note | None = None, pool: Any = None) -> Any:
+                 note: Note | None = None, pool: Any = None, as_json: bool = False, indent: int | None = None
+                 ) -> Any:
     """One capture's :class:`~whyrst.analysis.Report`: in parts by ``jobs`` processes when it is large
-    enough (the same result), else in this process."""
+    enough (the same result), else in this process. ``as_json`` (the caller only writes the report as
+    JSON, with ``indent``): a file analysed in parts comes as a :class:`~whyrst.split.EncodedReport`, its
+    JSON made by the worker processes."""
     from whyrst import split
     from whyrst.analysis import analyze
 
@@ -282,7 +293,8 @@ def analyze_file(path: str, jobs: int, *, keep_ladders: bool = False, progress: 
     own = pool is None
     pool = pool if pool is not None else new_pool(jobs)
     try:
-        job = _split_file_job(path, pool.n, False, size, note, keep_ladders=keep_ladders, as_report=True)
+        job = _split_file_job(path, pool.n, False, size, note, keep_ladders=keep_ladders, as_report=True,
+                              encode=as_json, indent=indent)
         ((_, ok, value),) = list(pool.run([(path, job)], progress=progress))
     finally:
         if own:

@@ -6,6 +6,9 @@ two yields the job runs in the main process (merging what its calls returned). M
 their calls share the processes, the most urgent first (``Call.priority``, lower first; then in the
 order they were made).
 
+Work of the main process's that the job's next calls do not need can be left to run while the
+processes run them (:func:`meanwhile`).
+
 A call may name the process it must run in (``Call.worker``): a job whose later calls need what an
 earlier call left in a process (:func:`state`) sends them there. Everything else goes to whichever
 process is free.
@@ -61,6 +64,54 @@ class Call:
 
 class CallFailed(Exception):
     pass
+
+
+class Later:
+    """``fn(*args)`` in the main process: run while the worker processes are at work (see :func:`meanwhile`),
+    or when its result is first asked for."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.value = self.fn(*self.args)
+        except Exception as e:  # raised again where the result is asked for
+            self.error = e
+        self.fn, self.args = _nothing, ()  # (what it was given may go)
+
+    def result(self) -> Any:
+        self.run()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _nothing() -> None:
+    pass
+
+
+_LATER: deque[Later] = deque()
+
+
+def meanwhile(fn: Callable[..., Any], *args: Any) -> Later:
+    """Work of a job's in the main process that its next calls do not need: a :class:`Pool` runs it once
+    those calls are handed to the processes, instead of leaving them idle while the job runs it (the job
+    reads ``.result()`` when it needs it)."""
+    later = Later(fn, args)
+    _LATER.append(later)
+    return later
+
+
+def _run_later() -> None:
+    while _LATER:
+        _LATER.popleft().run()
 
 
 @dataclass
@@ -211,6 +262,7 @@ class Pool:
             if not self._running:
                 break
             self._dispatch()
+            _run_later()  # (the main process's work for later, while the processes are at work)
             busy = [w.conn for w in self._workers if w.call is not None]
             if not busy:
                 if self._finished:
@@ -382,6 +434,7 @@ class Inline:
                         _PROGRESS_HOOK = None
                     if progress is not None and call.weight > credited:
                         progress(call.weight - credited)
+                _run_later()
                 outcome = calls
 
     def close(self, kill: bool | None = None) -> None:

@@ -21,7 +21,8 @@ the explainer. Here the file is cut into byte ranges at record boundaries
 
 2. each range again, decoding only the records of RST-carrying flows (every TCP record when every
    connection is wanted) with the frame numbers of the whole file, split by flow into partitions;
-   and the first packets of shared flows.
+   and the first packets of shared flows. (Round 2 needs only the flows of the merge: the main
+   process merges the host facts, TTLs and probes, while the processes read.)
 3. each partition through its own :class:`~whyrst.tcp.track.Tracker`: connections never share a
    flow, so a flow's connections come out as from one tracker fed everything, provided that nothing
    global intervened. Two things are: sweeps (they end connections whose timers fired, at the
@@ -30,7 +31,9 @@ the explainer. Here the file is cut into byte ranges at record boundaries
    never go backwards and the connections stay below the table's size; otherwise one partition,
    which is exactly the one-process tracker. The resets' observations of hosts (ports refused,
    resets a server sent) are collected per partition and merged.
-4. each partition's resets explained, in the process that tracked them, with the merged host facts.
+4. each partition's resets explained, in the process that tracked them, with the merged host facts;
+   when the caller only writes the report as JSON, written as JSON text there too (the main process
+   joins the texts: :class:`EncodedReport`).
 
 Whenever a range does not read cleanly (a warning, a damaged block, cuts that were not record
 boundaries), or the file is past the prepass's table limits (where the one-process run forgets
@@ -43,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -53,7 +57,7 @@ import numpy as np
 
 from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
 from whyrst.errors import Warnings
-from whyrst.pool import Call, progress, state
+from whyrst.pool import Call, meanwhile, progress, state
 
 ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
 # files smaller than this are analysed whole, and ranges are at least this large (the environment may set
@@ -183,7 +187,14 @@ class Fallback(Exception):
 
 
 def merge(facts: list[RangeFacts]) -> Merged:
-    max_tuples, max_hosts, _ = _limits()
+    merged = merge_flows(facts)
+    merge_hosts(facts, merged)
+    return merged
+
+
+def merge_flows(facts: list[RangeFacts]) -> Merged:
+    """What round 2 needs of the merge (its host facts come from :func:`merge_hosts`)."""
+    max_tuples, _, _ = _limits()
     for i, f in enumerate(facts):
         if f.problem:
             raise Fallback(f"range {i + 1}: {f.problem}")
@@ -211,19 +222,27 @@ def merge(facts: list[RangeFacts]) -> Merged:
         if len(keys) > max_tuples:
             raise Fallback("more distinct flows than the prepass's table holds")
 
+    empty = (np.empty(0, dtype=np.uint64),)
+    return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
+                  frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
+                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=None, ttl_entries=empty,
+                  probes=empty, tcp=sum(f.tcp for f in facts))
+
+
+def merge_hosts(facts: list[RangeFacts], merged: Merged) -> None:
+    """The host facts of the merge (probes, TTLs), into ``merged`` (only round 4 reads them)."""
+    _, max_hosts, _ = _limits()
     probes = _unique_rows([f.probes for f in facts])
     if len(probes[0]) > max_hosts:
         raise Fallback("more probe entries than the prepass's table holds")
-    entries, table = _merge_ttls(facts, max_hosts)
+    merged.ttl_entries, merged.ttl_table = _merge_ttls(facts, max_hosts)
+    merged.probes = probes
     answered = facts[0].answered
     for f in facts[1:]:
         answered.merge(f.answered)
     if answered.forgotten:
         raise Fallback("more answering ports than the prepass's table holds")
-    return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
-                  frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
-                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=table, ttl_entries=entries,
-                  probes=probes, tcp=sum(f.tcp for f in facts), answered=answered)
+    merged.answered = answered
 
 
 class NeedOrder(Exception):
@@ -701,10 +720,11 @@ def _merge_observations(parts: list[dict[str, dict[Any, Any]]]) -> dict[str, dic
 
 
 def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observations: dict[str, dict[Any, Any]],
-                 keep_ladders: bool) -> tuple[list[Any], dict[int, Any]]:
+                 keep_ladders: bool, encode: bool = False, indent: int | None = None) -> tuple[list[Any], Any]:
     """Round 4 (in the worker that tracked the partition): its resets explained with the whole file's
     host facts (``hosts``: the TTL table, probes and first time, sent with the first partition of each
-    process; the others find them in the process)."""
+    process; the others find them in the process). Returned as the resets and their ladders, or with
+    ``encode`` as their frames and their JSON texts (see :class:`EncodedReport`)."""
     import gc
 
     from whyrst.analysis import explain_contexts, host_view
@@ -722,7 +742,10 @@ def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observation
             setattr(view, name, mapping)
         state()[(job, "hosts")] = view
     try:
-        return explain_contexts(contexts, view, keep_ladders)
+        resets, ladders = explain_contexts(contexts, view, keep_ladders)
+        if encode:
+            return [r.frame for r in resets], encode_resets(resets, indent)
+        return resets, ladders
     finally:
         if not any(k[0] == job and k[1] != "hosts" for k in state() if isinstance(k, tuple)):
             state().pop((job, "hosts"), None)
@@ -733,13 +756,67 @@ def forget_part(job: Any, part: int) -> None:
     state().pop((job, part), None)
 
 
+# -- results as JSON text, made in the workers ---------------------------------------------------------------
+
+def encode_resets(resets: list[Any], indent: int | None) -> list[str]:
+    """Each reset's object as ``json.dumps(report.to_json(), indent=indent)`` writes it in the report's
+    ``resets`` list (where it is two levels deep)."""
+    if indent is None:
+        return [json.dumps(r.to_json()) for r in resets]
+    encoder = json.JSONEncoder(indent=indent)
+    deeper = "\n" + " " * (2 * indent)
+    return [encoder.encode(r.to_json()).replace("\n", deeper) for r in resets]  # (strings hold no raw newline)
+
+
+@dataclass
+class EncodedReport:
+    """A :class:`~whyrst.analysis.Report` (without ladders and connections) whose resets the worker processes
+    made into JSON text: the main process only puts the texts together and writes them out."""
+
+    source: str
+    format: str
+    packets: int
+    connections: int
+    resets: list[str]  # each reset's JSON text (see encode_resets)
+    warnings: list[str]
+    indent: int | None = None
+
+    def json_text(self) -> str:
+        """The text of ``json.dumps(report.to_json(), indent=indent)``."""
+        from whyrst.analysis import Report
+
+        empty = Report(self.source, self.format, self.packets, self.connections, [], list(self.warnings))
+        text = json.dumps(empty.to_json(), indent=self.indent)
+        if not self.resets:
+            return text
+        if self.indent is None:
+            items = "[" + ", ".join(self.resets) + "]"
+        else:
+            outer = "\n" + " " * self.indent
+            inner = outer + " " * self.indent
+            items = "[" + inner + ("," + inner).join(self.resets) + outer + "]"
+        # (the only place where this text occurs: inside a JSON string, every quote is escaped)
+        key = '"resets": []'
+        head, found, tail = text.partition(key)
+        if not found:
+            raise RuntimeError("no resets key in the report's JSON")
+        return head + '"resets": ' + items + tail
+
+
+def encode_report(report: Any, indent: int | None) -> EncodedReport:
+    return EncodedReport(report.source, report.format, report.packets, report.connections,
+                         encode_resets(report.resets, indent), list(report.warnings), indent)
+
+
 # -- one process, for the fallback ------------------------------------------------------------------------
 
-def analyze_whole(path: str, with_conns: bool, keep_ladders: bool) -> Any:
+def analyze_whole(path: str, with_conns: bool, keep_ladders: bool, encode: bool = False,
+                  indent: int | None = None) -> Any:
     from whyrst.analysis import analyze
 
-    return analyze(path, collect_conns=with_conns, keep_ladders=keep_ladders,
-                   progress=lambda packets, nbytes: progress(nbytes))
+    report = analyze(path, collect_conns=with_conns, keep_ladders=keep_ladders,
+                     progress=lambda packets, nbytes: progress(nbytes))
+    return encode_report(report, indent) if encode else report
 
 
 # -- the job ---------------------------------------------------------------------------------------------
@@ -749,9 +826,11 @@ _JOBS = itertools.count()
 
 def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders: bool = False,
               priority: int = 0, note: Callable[[str], None] | None = None,
-              first_plan: Plan | None = None) -> Iterator[list[Call]]:
+              first_plan: Plan | None = None, encode: bool = False, indent: int | None = None
+              ) -> Iterator[list[Call]]:
     """The analysis of ``path`` in parts, as a :mod:`whyrst.pool` job; its result is a
-    :class:`~whyrst.analysis.Report` equal to ``analyze(path)``'s (with ``collect_conns=with_conns``)."""
+    :class:`~whyrst.analysis.Report` equal to ``analyze(path)``'s (with ``collect_conns=with_conns``), or
+    with ``encode`` an :class:`EncodedReport` of it (its JSON made by the workers, with ``indent``)."""
     from whyrst.analysis import Report
 
     note = note or (lambda text: None)
@@ -761,7 +840,8 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
 
     def whole(why: str) -> Iterator[list[Call]]:
         note(f"{path}: analysed in one process: {why}")
-        calls = yield [Call(analyze_whole, (path, with_conns, keep_ladders), weight=size, priority=priority)]
+        calls = yield [Call(analyze_whole, (path, with_conns, keep_ladders, encode, indent), weight=size,
+                            priority=priority)]
         return calls[0].result()
 
     p = first_plan or plan(path, workers)
@@ -781,16 +861,10 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
         if isinstance(facts, str):
             return (yield from whole(facts))
     try:
-        merged = merge(facts)
-        if merged.ttl_table is None:  # the order in which TTLs first appear decides: find it
-            note(f"{path}: tied TTLs: finding the order in which they first appear")
-            calls = yield [Call(ttl_order, (r,), priority=priority) for r in p.ranges]
-            failed = next((c.error for c in calls if not c.ok), "")
-            if failed:
-                raise Fallback(failed)
-            merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in calls])
+        merged = merge_flows(facts)
     except Fallback as e:
         return (yield from whole(str(e)))
+    hosts_merged = meanwhile(merge_hosts, facts, merged)  # (while the processes read round 2)
 
     # round 2
     wanted = None if with_conns else merged.rst
@@ -802,6 +876,17 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
     if failed:
         return (yield from whole(failed))
     got: list[RangeRows] = [c.value for c in calls]
+    try:
+        hosts_merged.result()
+        if merged.ttl_table is None:  # the order in which TTLs first appear decides: find it
+            note(f"{path}: tied TTLs: finding the order in which they first appear")
+            calls = yield [Call(ttl_order, (r,), priority=priority) for r in p.ranges]
+            failed = next((c.error for c in calls if not c.ok), "")
+            if failed:
+                raise Fallback(failed)
+            merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in calls])
+    except Fallback as e:
+        return (yield from whole(str(e)))
     count = connections(merged, got)
     rows = sum(g.rows for g in got)
     _, _, max_conns = _limits()
@@ -836,12 +921,15 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
         first = workers_of[i] not in sent
         sent.add(workers_of[i])
         explain_calls.append(Call(explain_part, (job, i, hosts if first else None, observations if first else {},
-                                                 keep_ladders),
+                                                 keep_ladders, encode, indent),
                                   worker=workers_of[i], weight=weights[3] // len(by_part), priority=priority))
     calls = yield explain_calls
     failed = next((c.error for c in calls if not c.ok), "")
     if failed:
         return (yield from whole(failed))
+    if encode:
+        texts = [t for _, t in heapq.merge(*(zip(*c.value, strict=True) for c in calls), key=lambda ft: ft[0])]
+        return EncodedReport(path, merged.format, merged.packets, count, texts, [], indent)
     resets = list(heapq.merge(*(c.value[0] for c in calls), key=lambda r: r.frame))
     ladders: dict[int, Any] = {}
     for c in calls:
