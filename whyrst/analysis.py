@@ -29,6 +29,7 @@ def tune_process() -> None:
     * glibc's malloc adapts its mmap threshold upwards as large blocks are freed, after which the
       chunk buffers and batch arrays of every pass come from the heap and stay in the peak RSS; a
       fixed threshold hands them back to the system when freed.
+    * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
       no linear algebra, so the probe is answered "none" (numba's own np.dot support in this process
@@ -36,6 +37,11 @@ def tune_process() -> None:
     """
     global _LEAN_NUMBA
     _LEAN_NUMBA = True
+    import gc
+
+    # The tracker makes a few objects per connection that live until it ends; the default first-generation
+    # threshold (700) walks them again and again (a quarter of the CPU of `whyrst conns` on a SYN flood).
+    gc.set_threshold(100_000, 50, 50)
     try:
         import ctypes
 

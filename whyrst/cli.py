@@ -165,12 +165,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_conns(args: argparse.Namespace) -> int:
+    from whyrst.analysis import tune_process
     from whyrst.pipeline import track_capture
     from whyrst.spill import SortedRows
 
+    tune_process()
+
     # sorted by start time in bounded memory: a SYN flood has millions of connections
     rows: SortedRows = SortedRows(key=lambda r: r["ts"])
-    result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()), max_connections=args.max_connections)
+    limit = {"max_connections": args.max_connections} if args.max_connections else {}
+    result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()), **limit)
     out = sys.stdout
     if args.json:
         for r in rows:
@@ -265,9 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("capture")
     c.add_argument("--json", action="store_true", help="JSON lines with Zeek's field names")
     c.add_argument("--format", choices=("table", "zeek"), default="table", help="zeek: a conn.log (TSV)")
-    c.add_argument("--max-connections", type=int, default=1_000_000, metavar="N",
-                   help="connections tracked at once; past it the longest idle are ended early, with a warning "
-                        "(memory: about 4 KB each)")
+    c.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="connections tracked at once (default: the tracker's, 200000); past it the longest idle "
+                        "are ended early, with a warning (memory: about 3 KB each)")
     c.set_defaults(func=cmd_conns)
 
     k = sub.add_parser("causes", help="list the cause catalog")
