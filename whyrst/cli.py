@@ -86,9 +86,9 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
 
         write_html(report, args.html)
     if args.json:
-        text = getattr(report, "json_text", None)  # (an EncodedReport: the workers made the JSON)
-        if text is not None:
-            sys.stdout.write(text())
+        write = getattr(report, "write", None)  # (an EncodedReport: the workers made the JSON)
+        if write is not None:
+            write(sys.stdout)
         else:
             json.dump(report.to_json(), sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")

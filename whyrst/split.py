@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import io
 import itertools
 import json
 import os
@@ -783,24 +784,35 @@ class EncodedReport:
 
     def json_text(self) -> str:
         """The text of ``json.dumps(report.to_json(), indent=indent)``."""
+        out = io.StringIO()
+        self.write(out)
+        return out.getvalue()
+
+    def write(self, out: Any) -> None:
+        """Write :meth:`json_text` to ``out`` piece by piece (a report of many resets is never one string)."""
         from whyrst.analysis import Report
 
         empty = Report(self.source, self.format, self.packets, self.connections, [], list(self.warnings))
         text = json.dumps(empty.to_json(), indent=self.indent)
         if not self.resets:
-            return text
+            out.write(text)
+            return
+        # (the only place where this text occurs: inside a JSON string, every quote is escaped)
+        head, found, tail = text.partition('"resets": []')
+        if not found:
+            raise RuntimeError("no resets key in the report's JSON")
         if self.indent is None:
-            items = "[" + ", ".join(self.resets) + "]"
+            first, between, last = "[", ", ", "]"
         else:
             outer = "\n" + " " * self.indent
             inner = outer + " " * self.indent
-            items = "[" + inner + ("," + inner).join(self.resets) + outer + "]"
-        # (the only place where this text occurs: inside a JSON string, every quote is escaped)
-        key = '"resets": []'
-        head, found, tail = text.partition(key)
-        if not found:
-            raise RuntimeError("no resets key in the report's JSON")
-        return head + '"resets": ' + items + tail
+            first, between, last = "[" + inner, "," + inner, outer + "]"
+        out.write(head + '"resets": ' + first)
+        for i, item in enumerate(self.resets):
+            if i:
+                out.write(between)
+            out.write(item)
+        out.write(last + tail)
 
 
 def encode_report(report: Any, indent: int | None) -> EncodedReport:
