@@ -14,7 +14,7 @@ and how many resets each tool reported.
 
 What each tool does:
 
-* whyrst: ``whyrst analyze FILE --json`` (every RST explained, IPv4 and IPv6);
+* whyrst: ``whyrst analyze FILE --json -j 1`` (one core; every RST explained, IPv4 and IPv6);
 * tcpdump: ``tcpdump -nn -r FILE 'tcp[tcpflags] & tcp-rst != 0'``. That filter only sees IPv4 (BPF's
   ``tcp[]`` is IPv4 only), so tcpdump's count misses every IPv6 reset; the count column also gives what
   an IPv6-aware filter finds (``ip6[6] == 6 and ip6[53] & 4 != 0``: IPv6 without extension headers).
@@ -158,7 +158,7 @@ def one_packet(cache: Path) -> Path:
 
 def tool_commands(path: Path, gz: bool) -> dict[str, tuple[list[str] | str, bool]]:
     cmds: dict[str, tuple[list[str] | str, bool]] = {
-        "whyrst": ([sys.executable, "-m", "whyrst", "analyze", str(path), "--json"], False),
+        "whyrst": ([sys.executable, "-m", "whyrst", "analyze", str(path), "--json", "-j", "1"], False),
     }
     if shutil.which("tcpdump"):
         if gz:
