@@ -326,7 +326,7 @@ def time_wait_assassination(ctx: Ctx) -> None:
 # the shortest idle timeout NATs are configured with (cloud NAT gateways use 240-1200 s), so the lab's wait
 # is what production's is, only shorter.
 NAT_TIMEOUT_S = 30
-NAT_IDLE_S = 32.0
+NAT_CLIENT_IDLE_S = 32.0
 
 
 def nat_expired(ctx: Ctx) -> None:
@@ -339,13 +339,14 @@ def nat_expired(ctx: Ctx) -> None:
     ctx.iptables("router", "-A", "POSTROUTING", "-o", "wan0", "-p", "tcp", "--dport", str(port), "-j",
                  "MASQUERADE", "--random-fully", table="nat")
     ctx.sysctl("router", "net.netfilter.nf_conntrack_tcp_timeout_established", str(NAT_TIMEOUT_S))
-    cli = ctx.agent("client", "idle-client", dst=ctx.S, port=port, timeout=2.0, idle=NAT_IDLE_S + 30)
+    cli = ctx.agent("client", "idle-client", dst=ctx.S, port=port, timeout=2.0, idle=NAT_CLIENT_IDLE_S + 30)
     cli.expect("EVENT", 5, "idle")
     # The NAT entry times out while the connection idles.
-    ctx.sleep(NAT_IDLE_S)
+    ctx.sleep(NAT_CLIENT_IDLE_S)
     left = ctx.sh("router", "conntrack", "-L", "-p", "tcp", "--orig-port-dst", str(port), check=False)
-    ctx.check("NAT entry timed out", "ESTABLISHED" not in left, f"router's conntrack after {NAT_IDLE_S:g} s idle "
-              f"with a {NAT_TIMEOUT_S} s timeout: {left.strip() or 'no entry'}")
+    ctx.check("NAT entry timed out", "ESTABLISHED" not in left,
+              f"router's conntrack after {NAT_CLIENT_IDLE_S:g} s idle with a {NAT_TIMEOUT_S} s timeout: "
+              f"{left.strip() or 'no entry'}")
     cli.send("send")
     res = cli.expect("RESULT", 5)
     ctx.check("reset after the NAT entry expired", res["then"] == "reset", f"client: {res['then']}")

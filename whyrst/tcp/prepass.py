@@ -192,10 +192,8 @@ class AnsweredPorts:
         if len(rows_r):
             self._refusals(batch, rows_r, (rows_a, keys_a), (rows_c, keys_c), ts)
         if len(rows_a):
-            table = self.table
             for key, lo, hi, n in zip(*(a.tolist() for a in self._latest(keys_a, ts[rows_a])), strict=True):
-                have = table.get(key)
-                table[key] = (lo, hi, n) if have is None else (min(have[0], lo), max(have[1], hi), have[2] + n)
+                self._answered(key, lo, hi, n)
         if len(rows_c):
             uniq, _, last, _ = self._latest(keys_c, ts[rows_c])
             self.last_close.update(uniq, last)
@@ -203,6 +201,11 @@ class AnsweredPorts:
                 self._prune_closes()
         if len(self.table) > self.max_entries:
             self._trim()
+
+    def _answered(self, key: int, first: int, last: int, n: int) -> None:
+        have = self.table.get(key)
+        self.table[key] = (first, last, n) if have is None else (min(have[0], first), max(have[1], last),
+                                                                  have[2] + n)
 
     def _prune_closes(self) -> None:
         # Closes of ports that have not answered a SYN (clients' ephemeral ports, mostly) go: a close before
@@ -249,8 +252,7 @@ class AnsweredPorts:
                                                 max(close, self.last_close.get(port, -1)))
         self.refusals_dropped += later.refusals_dropped
         for key, (lo, hi, n) in later.table.items():
-            have = self.table.get(key)
-            self.table[key] = (lo, hi, n) if have is None else (min(have[0], lo), max(have[1], hi), have[2] + n)
+            self._answered(key, lo, hi, n)
         later.last_close._flush()
         self.last_close.update(later.last_close.keys, later.last_close.times)
         self.forgotten += later.forgotten
