@@ -17,7 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet,dask]'
 
 # Compile the numba kernels now: into numba's cache (so no analysis pays for compiling them), then ahead of
 # time into an extension module (so an analysis does not even import numba: whyrst/_aot.py).
