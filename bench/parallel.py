@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# the generator mix of the captures: short exchanges (many connections and resets per packet, as before)
+MIX = "short"
 SECTION_START = "<!-- bench/parallel.py: start -->"
 SECTION_END = "<!-- bench/parallel.py: end -->"
 
@@ -62,7 +64,7 @@ def generate(folder: Path, big_packets: int, captures: int) -> tuple[Path, list[
     big.parent.mkdir(exist_ok=True)
     if not big.exists():
         print(f"generating {big} ({big_packets:,} packets) ...", file=sys.stderr, flush=True)
-        write_bench(str(big) + ".part", big_packets, 2000, 1, False)
+        write_bench(str(big) + ".part", big_packets, 2000, 1, False, mix=MIX)
         os.replace(str(big) + ".part", big)
     d = folder / f"dir-{captures}-{big_packets}"
     d.mkdir(exist_ok=True)
@@ -82,7 +84,7 @@ def generate(folder: Path, big_packets: int, captures: int) -> tuple[Path, list[
             continue
         print(f"generating {path.name} ...", file=sys.stderr, flush=True)
         tmp = str(path) + ".part"
-        write_bench(tmp, packets, flows, 100 + i, kind == "pcapng", reset_share=share)
+        write_bench(tmp, packets, flows, 100 + i, kind == "pcapng", reset_share=share, mix=MIX)
         if kind == "pcap.gz":
             with open(tmp, "rb") as fh:
                 data = gzip.compress(fh.read(), 6)

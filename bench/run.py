@@ -110,10 +110,11 @@ class Spec:
     ipv6_share: float
     reset_share: float
     seed: int
+    mix: str = "bulk"
 
     @property
     def name(self) -> str:
-        return (f"synth-{self.packets}p-{self.concurrent}c-v6_{self.ipv6_share:g}-rst_{self.reset_share:g}"
+        return (f"synth-{self.mix}-{self.packets}p-{self.concurrent}c-v6_{self.ipv6_share:g}-rst_{self.reset_share:g}"
                 f"-s{self.seed}.{self.fmt}")
 
 
@@ -124,8 +125,8 @@ def capture(spec: Spec, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     base = spec.fmt.removesuffix(".gz")
     if spec.fmt.endswith(".gz"):
-        plain = capture(Spec(spec.packets, base, spec.concurrent, spec.ipv6_share, spec.reset_share, spec.seed),
-                        cache)
+        plain = capture(Spec(spec.packets, base, spec.concurrent, spec.ipv6_share, spec.reset_share, spec.seed,
+                             spec.mix), cache)
         tmp = path.with_suffix(".tmp")
         with open(plain, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -135,7 +136,7 @@ def capture(spec: Spec, cache: Path) -> Path:
     print(f"  generating {path.name} ...", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "whyrst.synth", "bench", str(tmp), "--packets", str(spec.packets),
             "--concurrent", str(spec.concurrent), "--seed", str(spec.seed), "--ipv6-share", str(spec.ipv6_share),
-            "--reset-share", str(spec.reset_share)]
+            "--reset-share", str(spec.reset_share), "--mix", spec.mix]
     if base == "pcapng":
         argv.append("--pcapng")
     subprocess.run(argv, check=True, env=whyrst_env(), cwd=REPO)
@@ -328,7 +329,8 @@ def table(results: list[Result]) -> list[str]:
             if tool == "tcpdump" and res.tcpdump_v6 is not None:
                 note = f" (IPv4 only; {res.tcpdump_v6} with an IPv6-aware filter)"
             lines.append(
-                f"| {res.spec.fmt}, {packets:,} pkts, {size_mb:.0f} MB | {tool} | {wall:.3f} ({min(walls):.3f}-"
+                f"| {res.spec.mix} {res.spec.fmt}, {packets:,} pkts, {size_mb:.0f} MB | {tool} | "
+                f"{wall:.3f} ({min(walls):.3f}-"
                 f"{max(walls):.3f}) | {cpu:.2f} | {fmt_rate(packets / wall)} | "
                 f"{fmt_rate(packets / cpu) if cpu > 0 else 'n/a'} | "
                 f"{size_mb / wall:.0f} | {res.median(tool, 'rss_mb'):.0f} | {ratio} | "
@@ -341,7 +343,7 @@ def marginal(results: list[Result]) -> list[str]:
     lines = []
     by_fmt: dict[str, list[Result]] = {}
     for r in results:
-        by_fmt.setdefault(r.spec.fmt, []).append(r)
+        by_fmt.setdefault(f"{r.spec.mix} {r.spec.fmt}", []).append(r)
     for fmt, rs in by_fmt.items():
         rs = sorted(rs, key=lambda r: r.spec.packets)
         if len(rs) < 2 or "whyrst" not in rs[0].runs:
@@ -371,7 +373,9 @@ def report(results: list[Result], starts: dict[str, list[Run]], info: dict[str, 
            f"{args.repeat} interleaved rounds per capture after one warm-up round, medians; "
            f"load average {loads[0]} before, {loads[1]} after; {elapsed:.0f} s in all.", "",
            "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), "",
-           f"Captures: `python -m whyrst.synth bench` with {args.concurrent} concurrent connections, "
+           f"Captures: `python -m whyrst.synth bench --mix MIX` (bulk: the capture issue 9 describes, ~53 packets "
+           "a connection and ~900 bytes a packet; short: ~14 packets a connection, ~290 bytes a packet, so three "
+           f"to four times the connections and resets per packet) with {args.concurrent} concurrent connections, "
            f"{args.ipv6_share:.0%} IPv6, {args.reset_share:.0%} of connections ending in a RST, seed {args.seed}; "
            "MB/s is of the file as stored (compressed for .gz). The page cache holds the files.", ""]
     out += table(results)
@@ -404,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ipv6-share", type=float, default=0.15)
     p.add_argument("--reset-share", type=float, default=0.04)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--mix", default="bulk", help="comma-separated connection mixes of the generator: bulk (the "
+                   "capture issue 9 describes: ~53 packets a connection, ~900 bytes a packet), short (~14, ~290)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--tools", default="whyrst,tcpdump,tshark")
     p.add_argument("--skip-tshark-above", type=int, default=0,
@@ -417,11 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     tools = args.tools.split(",")
     results = []
-    for fmt in args.formats.split(","):
-        for n in args.packets:
-            spec = Spec(n, fmt, args.concurrent, args.ipv6_share, args.reset_share, args.seed)
-            use = [t for t in tools if not (t == "tshark" and args.skip_tshark_above and n > args.skip_tshark_above)]
-            results.append(measure(spec, args.cache, args.repeat, use))
+    for mix in args.mix.split(","):
+        for fmt in args.formats.split(","):
+            for n in args.packets:
+                spec = Spec(n, fmt, args.concurrent, args.ipv6_share, args.reset_share, args.seed, mix)
+                use = [t for t in tools
+                       if not (t == "tshark" and args.skip_tshark_above and n > args.skip_tshark_above)]
+                results.append(measure(spec, args.cache, args.repeat, use))
     starts = startup(args.cache, max(args.repeat, 5))
     text = report(results, starts, info, args, (load_before, load()), time.time() - t0)
     print(text)

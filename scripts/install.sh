@@ -19,6 +19,9 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test,lab,live,fast,dataframe,parquet,dask]'
 
+# Byte-code now, so that no run compiles whyrst's modules again (with PYTHONDONTWRITEBYTECODE set, every run would).
+python3 -m compileall -q whyrst >/dev/null || true
+
 # Compile the numba kernels now: into numba's cache (so no analysis pays for compiling them), then ahead of
 # time into an extension module (so an analysis does not even import numba: whyrst/_aot.py).
 python3 -m whyrst._aot || echo "whyrst: kernels not compiled ahead of time (numba or a C compiler missing?)" >&2

@@ -36,7 +36,7 @@ def _bench(tmp_path: Path, pcapng: bool) -> Path:
     from whyrst import synth
 
     path = tmp_path / ("b.pcapng" if pcapng else "b.pcap")
-    synth.write_bench(str(path), 30_000, 3000, 7, pcapng)
+    synth.write_bench(str(path), 30_000, 3000, 7, pcapng, mix="short")
     return path
 
 

@@ -60,10 +60,21 @@ def test_demo_fast_equals_slow(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
-def test_bench_capture_fast_equals_slow(tmp_path: Path, pcapng: bool) -> None:
+@pytest.mark.parametrize(("name", "packets", "mix"), [("bench.pcap", 100_000, "short"),
+                                                      ("bench.pcapng", 30_000, "short"),
+                                                      ("bulk.pcap", 60_000, "bulk"),
+                                                      ("bench.pcap.gz", 30_000, "short")])
+def test_bench_capture_fast_equals_slow(tmp_path: Path, name: str, packets: int, mix: str) -> None:
+    """Generated captures: the second pass from the first pass's index of the file (pcap, pcapng), and by
+    reading the file again (gzip, which has no index)."""
+    import gzip
+
     from whyrst import synth
 
-    path = tmp_path / ("bench.pcapng" if pcapng else "bench.pcap")
-    synth.write_bench(str(path), 100_000 if not pcapng else 30_000, 2000, 3, pcapng)
+    path = tmp_path / name.removesuffix(".gz")
+    synth.write_bench(str(path), packets, 2000, 3, ".pcapng" in name, mix=mix)
+    if name.endswith(".gz"):
+        packed = tmp_path / name
+        packed.write_bytes(gzip.compress(path.read_bytes(), 1))
+        path = packed
     _same(path)

@@ -89,9 +89,9 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("jobs")
     files: dict[str, Path] = {}
     files["big.pcap"] = d / "big.pcap"
-    write_bench(str(files["big.pcap"]), 30000, 600, 11, False)
+    write_bench(str(files["big.pcap"]), 30000, 600, 11, False, mix="short")
     files["big.pcapng"] = d / "big.pcapng"
-    write_bench(str(files["big.pcapng"]), 24000, 500, 12, True, reset_share=0.1)
+    write_bench(str(files["big.pcapng"]), 24000, 500, 12, True, reset_share=0.1, mix="short")
     head, recs = _pcap_records(files["big.pcap"])
     # timestamps that go backwards now and then (the trackers of partitions would see other sweeps)
     rng = random.Random(5)
@@ -118,7 +118,7 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["big.pcap.gz"] = d / "big.pcap.gz"
     files["big.pcap.gz"].write_bytes(gzip.compress(files["big.pcap"].read_bytes(), 1))
     files["small.pcap"] = d / "small.pcap"
-    write_bench(str(files["small.pcap"]), 3000, 100, 13, False)
+    write_bench(str(files["small.pcap"]), 3000, 100, 13, False, mix="short")
     return files
 
 

@@ -45,7 +45,7 @@ def _bench(tmp_path: Path, packets: int, pcapng: bool = False) -> Path:
     from whyrst import synth
 
     path = tmp_path / ("bench.pcapng" if pcapng else "bench.pcap")
-    synth.write_bench(str(path), packets, 500, 5, pcapng)
+    synth.write_bench(str(path), packets, 500, 5, pcapng, mix="short")
     return path
 
 

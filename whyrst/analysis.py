@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from whyrst.capture.batch import Kind
+from whyrst.capture.batch import Kind, PacketBatch
+from whyrst.capture.index import FlowIndex, StaleIndex
 from whyrst.causes.engine import explain
 from whyrst.causes.features import HostView, observe_hosts
 from whyrst.errors import Warnings
@@ -224,28 +225,31 @@ def analyze(
             conn_records.append(conn.zeek_record())
 
     warnings = Warnings()
-    with open_capture(source, warnings=warnings, engine=engine, checksums=not two_pass) as cap:
-        tracker = Tracker(finished, source_tag=str(cap.source).encode())
-        first_ts = -1
-        for batch in cap:
-            if first_ts < 0 and batch.n:
-                first_ts = int(batch.cols["ts_ns"][0])
-            prepass.feed(batch)
-            if not two_pass:
-                tracker.feed(batch)
-            if progress is not None:
-                progress(cap.packets, getattr(cap, "bytes_read", 0))
-        name, fmt, packets = cap.source, cap.format, cap.packets
-    prepass.finish()  # frees its hash tables before the second pass
-    wanted = prepass.rst_hashes() if two_pass else None
-    if wanted is not None and len(wanted):
-        with open_capture(source, warnings=Warnings(), engine=engine, select=prepass.record_filter()) as cap:
+    index = FlowIndex(os.fspath(source)) if two_pass and is_file else None
+    try:
+        with open_capture(source, warnings=warnings, engine=engine, checksums=not two_pass,
+                          payloads=not two_pass) as cap:
+            tracker = Tracker(finished, source_tag=str(cap.source).encode())
+            first_ts = -1
             for batch in cap:
-                tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
-                keep = np.zeros(batch.n, dtype=bool)
-                keep[tcp[np.isin(flow_hashes(batch, tcp), wanted, assume_unique=False)]] = True
-                if keep.any():
-                    tracker.feed(batch.select(keep))
+                if first_ts < 0 and batch.n:
+                    first_ts = int(batch.cols["ts_ns"][0])
+                hashes = prepass.feed(batch)
+                if index is not None:
+                    index.add(batch, hashes)
+                if not two_pass:
+                    tracker.feed(batch)
+                if progress is not None:
+                    progress(cap.packets, getattr(cap, "bytes_read", 0))
+            name, fmt, packets = cap.source, cap.format, cap.packets
+        prepass.finish()  # frees its hash tables before the second pass
+        wanted = prepass.rst_hashes() if two_pass else None
+        if wanted is not None and len(wanted):
+            for batch in _rst_flow_batches(source, index, wanted, prepass, engine):
+                tracker.feed(batch)
+    finally:
+        if index is not None:
+            index.close()
     tracker.close()
     if tracker.evicted:
         warnings.warn(tracker.eviction_note())
@@ -262,6 +266,28 @@ def analyze(
         resets=resets, warnings=warnings.all(), ladders=ladders,
         conns=sorted(conn_records, key=lambda r: (r["ts"], r["uid"])),
     )
+
+
+def _rst_flow_batches(source: Any, index: FlowIndex | None, wanted: np.ndarray, prepass: Any,
+                      engine: str) -> Iterable[PacketBatch]:
+    """The second pass: every packet of the flows that carry a RST, decoded, in capture order. From the
+    first pass's index of the file when there is one (a few reads), else by reading the capture again
+    (gzip), with a compiled look at the raw records first and the decoded rows filtered exactly."""
+    from whyrst.capture import open_capture
+
+    if index is not None and index.usable:
+        try:
+            yield from index.batches(wanted, engine=engine)
+            return
+        except StaleIndex:
+            pass  # (nothing was handed out: the check comes before the first batch)
+    with open_capture(source, warnings=Warnings(), engine=engine, select=prepass.record_filter()) as cap:
+        for batch in cap:
+            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+            keep = np.zeros(batch.n, dtype=bool)
+            keep[tcp[np.isin(flow_hashes(batch, tcp), wanted, assume_unique=False)]] = True
+            if keep.any():
+                yield batch.select(keep)
 
 
 def host_view(prepass: Any, first_ts: int) -> HostView:

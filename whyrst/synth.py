@@ -328,12 +328,25 @@ def demo(seed: int = 1) -> Capture:
 
 # -- the benchmark generator: streaming, bounded memory ----------------------------------------------------
 
+MIXES = ("bulk", "short")
+_BODY = b"r" * 1448
+MSS = {4: 1448, 6: 1428}  # a 1500-byte MTU with TCP timestamps
+
+
 def bench_packets(packets: int, concurrent: int, seed: int = 1, ipv6_share: float = 0.15,
-                  reset_share: float = 0.04) -> Iterator[tuple[int, bytes]]:
+                  reset_share: float = 0.04, mix: str = "bulk") -> Iterator[tuple[int, bytes]]:
     """Yield (ts_ns, frame) for ``packets`` packets with ``concurrent`` connections open at any time.
 
-    Each connection: handshake, a few request/response exchanges with 1-1400 byte payloads, then FIN, or a
-    RST in one of a few ways (abortive close, unread data, closed port, connect-then-close)."""
+    Each connection: handshake, one to five request/response exchanges, then FIN, or a RST in one of a few
+    ways (abortive close, unread data, closed port, connect-then-close). The mix sets the responses:
+
+    * ``bulk`` (the capture of issue 9: 2 million packets are about 1.8 GB and 37,500 connections): a
+      response of up to 29 KB in full-sized segments, the client acknowledging every second one, so a
+      connection is ~53 packets and a packet ~900 bytes on average;
+    * ``short``: a response of 1-1400 bytes in one segment (~14 packets a connection, ~290 bytes a packet),
+      which puts three to four times more connections and resets in the same number of packets."""
+    if mix not in MIXES:
+        raise ValueError(f"mix: one of {', '.join(MIXES)}")
     rng = random.Random(seed)
     t_ns = 1_700_000_000 * NS
     made = 0
@@ -373,10 +386,16 @@ def bench_packets(packets: int, concurrent: int, seed: int = 1, ipv6_share: floa
                 yield packet(srv, cli, sport, cport, sseq, cseq, ACK, options=opt_s)
                 yield packet(srv, cli, sport, cport, sseq, cseq, RST | ACK, options=opt_s)
                 return
-            resp = rng.randrange(1, 1400)
-            yield packet(srv, cli, sport, cport, sseq, cseq, PSH | ACK, payload=b"r" * resp, options=opt_s)
-            sseq += resp
-            yield packet(cli, srv, cport, sport, cseq, sseq, ACK, options=opt_c)
+            resp = rng.randrange(1, 1400) if mix == "short" else rng.randrange(1, 29_000)
+            mss = MSS[6 if v6 else 4]
+            for k, at in enumerate(range(0, resp, mss)):
+                size = min(mss, resp - at)
+                last = at + size == resp
+                yield packet(srv, cli, sport, cport, sseq, cseq, (PSH | ACK) if last else ACK,
+                             payload=_BODY[:size], options=opt_s)
+                sseq += size
+                if last or k % 2:
+                    yield packet(cli, srv, cport, sport, cseq, sseq, ACK, options=opt_c)
         if ending == "abortive-close":
             yield packet(srv, cli, sport, cport, sseq, cseq, RST | ACK, options=opt_s)
             return
@@ -401,7 +420,7 @@ def bench_packets(packets: int, concurrent: int, seed: int = 1, ipv6_share: floa
 
 
 def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: bool, ipv6_share: float = 0.15,
-                reset_share: float = 0.04) -> None:
+                reset_share: float = 0.04, mix: str = "bulk") -> None:
     with open(path, "wb") as out:
         if pcapng:
             shb_body = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)
@@ -412,7 +431,7 @@ def write_bench(path: str, packets: int, concurrent: int, seed: int, pcapng: boo
             out.write(struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body)))
         else:
             out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
-        for ts_ns, frame in bench_packets(packets, concurrent, seed, ipv6_share, reset_share):
+        for ts_ns, frame in bench_packets(packets, concurrent, seed, ipv6_share, reset_share, mix):
             if pcapng:
                 pad = -len(frame) % 4
                 total = 32 + len(frame) + pad
@@ -547,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--pcapng", action="store_true")
     b.add_argument("--ipv6-share", type=float, default=0.15, help="share of connections over IPv6")
     b.add_argument("--reset-share", type=float, default=0.04, help="share of connections that end in a RST")
+    b.add_argument("--mix", choices=MIXES, default="bulk",
+                   help="bulk: issue 9's capture (~53 packets a connection, ~900 bytes a packet); short: small "
+                        "exchanges (~14 packets a connection)")
     f = sub.add_parser("synflood", help="a SYN flood from spoofed sources: millions of half-open connections")
     f.add_argument("out")
     f.add_argument("--packets", type=int, default=5_000_000)
@@ -564,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             demo(args.seed).write_pcap(out)
     else:
         write_bench(args.out, args.packets, args.concurrent, args.seed, args.pcapng, args.ipv6_share,
-                    args.reset_share)
+                    args.reset_share, args.mix)
     return 0
 
 

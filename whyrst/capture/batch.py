@@ -106,6 +106,11 @@ class PacketBatch:
         off = int(self.cols["payload_off"][i])
         return bytes(self.data[off : off + int(self.cols["payload_cap"][i])])
 
+    def rows(self, start: int, stop: int) -> PacketBatch:
+        """Rows ``start:stop`` as a batch whose columns are views of this one's (writes go through)."""
+        return PacketBatch(stop - start, {k: v[start:stop] for k, v in self.cols.items()}, self.src[start:stop],
+                           self.dst[start:stop], self.data, self.extras)
+
     def select(self, mask: np.ndarray) -> PacketBatch:
         """The rows where ``mask`` is true, sharing ``data``."""
         cols = {k: v[mask] for k, v in self.cols.items()}

@@ -569,8 +569,14 @@ class BatchDecoder:
             self.kernel = decode_numpy if checksums else functools.partial(decode_numpy, check=False)
 
     def decode(self, r: Records, frames_before: int) -> PacketBatch:
+        batch = PacketBatch.empty(r.n)
+        self.decode_into(r, frames_before, batch)
+        return batch
+
+    def decode_into(self, r: Records, frames_before: int, batch: PacketBatch) -> None:
+        """Decode ``r`` into ``batch`` (``r.n`` rows as :meth:`PacketBatch.empty` made them; possibly
+        :meth:`PacketBatch.rows` of a larger batch)."""
         n = r.n
-        batch = PacketBatch.empty(n)
         c = batch.cols
         c["frame"][:] = np.arange(frames_before + 1, frames_before + n + 1, dtype=np.int64)
         c["ts_ns"][:] = r.ts
@@ -584,4 +590,3 @@ class BatchDecoder:
             decode_slow_into(batch, slow, r.buf, r.offs)
         if not self.checksums:
             c["checksum_ok"][:] = -1
-        return batch

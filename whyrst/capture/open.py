@@ -135,7 +135,8 @@ class Capture:
 
     def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
                  engine: str = "auto", prefetch: int = 0, checksums: bool = True,
-                 select: Callable[[rec.Records], np.ndarray | None] | None = None) -> None:
+                 select: Callable[[rec.Records], np.ndarray | None] | None = None,
+                 payloads: bool = True) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
@@ -145,6 +146,7 @@ class Capture:
         self.prefetch = prefetch
         self.checksums = checksums
         self.select = select
+        self.payloads = payloads
         self._stop = threading.Event()
         self.format = ""
         if engine not in ENGINES:
@@ -246,6 +248,10 @@ class Capture:
     # -- iterating -------------------------------------------------------------------------------
     def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
         decoder = dec.BatchDecoder(self.engine, checksums=self.checksums)
+        if not self.payloads and self.select is None:
+            yield from self._merged(decoder, records)
+            self._finish()
+            return
         for r in records:
             rows = self.select(r) if self.select is not None else None
             if rows is None:
@@ -260,6 +266,45 @@ class Capture:
             self._count_unsupported(r.link)
             yield batch
         self._finish()
+
+    def _merged(self, decoder: dec.BatchDecoder, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
+        """The records of consecutive chunks decoded into batches of ``batch_size`` rows, for a reader of
+        the headers only: a chunk is small (it stays in the CPU's cache while it is walked and decoded), a
+        batch is large (whatever the consumer does per batch is done rarely). A batch spans chunks, so it
+        has no payload bytes (``data`` is empty, ``payload_cap`` 0); ``extras["file_offsets"]`` holds
+        where each record's packet starts in the file (-1 where the reader cannot say: gzip)."""
+        size = self.batch_size
+        batch: PacketBatch | None = None
+        offsets = np.empty(0, dtype=np.int64)
+        k = 0
+        for r in records:
+            self._count_unsupported(r.link)
+            pos = 0
+            while pos < r.n:
+                if batch is None:
+                    batch, k = PacketBatch.empty(size), 0
+                    offsets = np.empty(size, dtype=np.int64)
+                take = min(r.n - pos, size - k)
+                part = r if take == r.n else rec.Records(
+                    r.buf, take, r.offs[pos : pos + take], r.cap[pos : pos + take], r.wire[pos : pos + take],
+                    r.ts[pos : pos + take], r.link[pos : pos + take], r.iface[pos : pos + take], r.base)
+                decoder.decode_into(part, self._frames, batch.rows(k, k + take))
+                offsets[k : k + take] = part.offs + part.base if r.base >= 0 and "gzip" not in self.format else -1
+                self._frames += take
+                pos += take
+                k += take
+                if k == size:
+                    yield self._headers_only(batch, offsets)
+                    batch = None
+        if batch is not None and k:
+            yield self._headers_only(batch.rows(0, k), offsets[:k])
+
+    @staticmethod
+    def _headers_only(batch: PacketBatch, offsets: np.ndarray) -> PacketBatch:
+        batch.cols["payload_cap"][:] = 0
+        batch.data = b""
+        batch.extras = {"file_offsets": offsets}
+        return batch
 
     def _counted(self, batches: Iterator[PacketBatch]) -> Iterator[PacketBatch]:
         for batch in batches:
@@ -374,14 +419,17 @@ class Capture:
 
 def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
                  prefetch: int = 0, engine: str = "auto", checksums: bool = True,
-                 select: Callable[[rec.Records], np.ndarray | None] | None = None) -> Capture:
+                 select: Callable[[rec.Records], np.ndarray | None] | None = None,
+                 payloads: bool = True) -> Capture:
     """Open ``source`` (a path, ``-`` for standard input, a binary stream or bytes) for reading.
 
     Raises :class:`CaptureError` naming the source and the byte offset when it cannot be read at all.
     ``prefetch=N`` reads and decodes up to N batches ahead in a background thread. ``checksums=False``
     skips TCP checksum verification (``checksum_ok`` is -1 everywhere). ``select(records)`` may return the
     indexes of the records of a chunk to decode (None: all); the others are counted in ``packets`` but
-    not decoded, and the batch's ``frame`` column keeps the true frame numbers.
+    not decoded, and the batch's ``frame`` column keeps the true frame numbers. ``payloads=False`` (a
+    reader of headers only) decodes the file in small chunks into large batches without payload bytes,
+    with each record's file offset in ``extras["file_offsets"]``.
     """
     return Capture(source, batch_size=batch_size, warnings=warnings, prefetch=prefetch, engine=engine,
-                   checksums=checksums, select=select)
+                   checksums=checksums, select=select, payloads=payloads)

@@ -82,7 +82,7 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
             out.link[:n] = linktype
             out.iface[:n] = 0
             packets += n
-            yield out.records(buf, n)
+            yield out.records(buf, n, base)
             out = rec.RecordArrays(batch_size)
             pos = new_pos
         if status == BAD_CAPLEN:

@@ -198,7 +198,7 @@ class _Reader:
                 n += added
             if n == self.batch_size:
                 self.packets += n
-                yield out.records(buf, n)
+                yield out.records(buf, n, base)
                 out, n = rec.RecordArrays(self.batch_size), 0
                 continue
             avail = len(buf) - pos
@@ -251,21 +251,21 @@ class _Reader:
                 except rec.Damage as d:
                     if n:
                         self.packets += n
-                        yield out.records(buf, n)
+                        yield out.records(buf, n, base)
                     rec.damaged(self.source, self.warnings, self.packets, d.offset, d.message)
                     return
             # the next block is not all in the buffer
             if eof:
                 if n:
                     self.packets += n
-                    yield out.records(buf, n)
+                    yield out.records(buf, n, base)
                 if avail and self.stream.error is None:  # (a decompression error is reported instead)
                     self.warnings.warn(f"{self.source}: offset {base + pos}: the file ends in the middle of a block "
                                        f"({avail} of {need} bytes); read {self.packets} packets before it")
                 return
             if n:
                 self.packets += n
-                yield out.records(buf, n)
+                yield out.records(buf, n, base)
                 out, n = rec.RecordArrays(self.batch_size), 0
             base += pos
             buf = self.stream.refill(buf[pos:], max(rec.CHUNK_SIZE, need - avail))

@@ -5,7 +5,7 @@ in plain numpy arrays that Python owns and grows: a kernel stops before a table 
 full and returns where it stopped, Python doubles that table and calls again from there.
 
 * :func:`feed` takes one decoded batch: per TCP row the canonical flow hash (the same value as
-  :func:`whyrst.tcp.prepass.flow_hashes`), the RST-bearing flow hashes, host TTL counts, bare-SYN
+  :func:`whyrst.tcp.prepass.flow_hashes`, handed back), the RST-bearing flow hashes, host TTL counts, bare-SYN
   probes and the Zeek-style connection count;
 * :func:`select_records` looks at raw records before decoding and keeps those that may belong to a
   wanted flow (any record it does not fully understand is kept: the decoded rows are filtered again
@@ -82,14 +82,15 @@ def set_find(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> int:
 
 @jit
 def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, sport: np.ndarray,
-         dport: np.ndarray, version: np.ndarray, ttl: np.ndarray, src: np.ndarray, dst: np.ndarray, start: int,
-         inactivity: int, stats: np.ndarray,
+         dport: np.ndarray, version: np.ndarray, ttl: np.ndarray, src: np.ndarray, dst: np.ndarray,
+         hashes: np.ndarray, start: int, inactivity: int, stats: np.ndarray,
          c_key: np.ndarray, c_used: np.ndarray, c_ts: np.ndarray, c_syn: np.ndarray,
          r_key: np.ndarray, r_used: np.ndarray,
          t_w0: np.ndarray, t_w1: np.ndarray, t_vt: np.ndarray, t_n: np.ndarray, t_used: np.ndarray,
          p_s0: np.ndarray, p_s1: np.ndarray, p_d0: np.ndarray, p_d1: np.ndarray, p_vp: np.ndarray,
          p_used: np.ndarray) -> tuple[int, int]:
-    """Rows from ``start``; returns (next row, FULL_*): stops before a table would pass half full."""
+    """Rows from ``start``; returns (next row, FULL_*): stops before a table would pass half full. Each TCP
+    row's flow hash goes to ``hashes``."""
     n = len(kind)
     for i in range(start, n):
         if kind[i] != KIND_TCP:
@@ -109,6 +110,7 @@ def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, s
         s0, s1, d0, d1 = src[i, 0], src[i, 1], dst[i, 0], dst[i, 1]
         sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
         h = flow_hash(s0, s1, d0, d1, sp, dp, v)
+        hashes[i] = h
         t = np.int64(ts[i])
         if t > stats[ST_MAX_TS]:
             stats[ST_MAX_TS] = t

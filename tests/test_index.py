@@ -1,0 +1,114 @@
+"""The first pass's index of a capture file (whyrst.capture.index): reading back only the packets of the
+wanted flows gives exactly the rows a full read would, and a file that changes between the passes is
+never read through a stale index."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whyrst import synth
+from whyrst.analysis import analyze
+from whyrst.capture import index as ix
+from whyrst.capture import open_capture
+from whyrst.capture.batch import Kind
+from whyrst.errors import CaptureError
+from whyrst.tcp.prepass import flow_hashes, new_prepass
+
+
+def _indexed(path: Path, engine: str = "numpy") -> tuple[ix.FlowIndex, np.ndarray]:
+    """The index of ``path`` as analyze builds it, and every TCP flow hash it saw (sorted, distinct)."""
+    index = ix.FlowIndex(str(path))
+    prepass = new_prepass(engine)
+    seen = []
+    with open_capture(str(path), engine=engine, checksums=False, payloads=False) as cap:
+        for batch in cap:
+            hashes = prepass.feed(batch)
+            index.add(batch, hashes)
+            seen.append(hashes)
+    return index, np.unique(np.concatenate(seen))
+
+
+def _full_rows(path: Path, wanted: np.ndarray) -> dict[str, np.ndarray]:
+    """Every decoded column of the TCP rows of the wanted flows, reading the whole file."""
+    parts: dict[str, list[np.ndarray]] = {}
+    with open_capture(str(path), engine="numpy") as cap:
+        for batch in cap:
+            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+            rows = tcp[np.isin(flow_hashes(batch, tcp), wanted)]
+            for name, col in batch.cols.items():
+                if name not in ("payload_off",):  # (an offset into each batch's own buffer)
+                    parts.setdefault(name, []).append(col[rows])
+            parts.setdefault("src", []).append(batch.src[rows])
+            parts.setdefault("payload", []).append(
+                np.array([batch.payload(int(i)) for i in rows], dtype=object))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+@pytest.mark.parametrize("small_reads", [False, True], ids=["gaps", "one-span"])
+def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcapng: bool,
+                                           small_reads: bool) -> None:
+    path = tmp_path / ("x.pcapng" if pcapng else "x.pcap")
+    synth.write_bench(str(path), 20_000, 300, 4, pcapng, mix="bulk")
+    if small_reads:  # every packet its own read, and spans cut short
+        monkeypatch.setattr(ix, "GAP", 0)
+        monkeypatch.setattr(ix, "SPAN", 1)
+    monkeypatch.setattr(ix, "FLUSH_BYTES", 1 << 12)  # most rows in the temporary file
+    monkeypatch.setattr(ix, "READ_ROWS", 1000)
+    index, seen = _indexed(path)
+    wanted = np.sort(seen[::7])
+    want = _full_rows(path, wanted)
+    got: dict[str, list[np.ndarray]] = {}
+    for batch in index.batches(wanted, engine="numpy", batch_size=500):
+        for name, col in batch.cols.items():
+            got.setdefault(name, []).append(col)
+        got.setdefault("src", []).append(batch.src)
+        got.setdefault("payload", []).append(np.array([batch.payload(i) for i in range(batch.n)], dtype=object))
+    index.close()
+    assert len(want["frame"]) > 1000
+    for name, col in want.items():
+        assert np.array_equal(np.concatenate(got[name]), col), name
+
+
+def test_index_of_gzip_is_not_usable(tmp_path: Path) -> None:
+    plain = tmp_path / "x.pcap"
+    synth.write_bench(str(plain), 3000, 100, 4, False, mix="short")
+    packed = tmp_path / "x.pcap.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    index, seen = _indexed(packed)
+    assert not index.usable
+    with pytest.raises(ix.StaleIndex):
+        list(index.batches(seen))
+
+
+def test_file_changed_between_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file rewritten after the first pass is read again (the index is stale); one cut short while its
+    packets are read back is an error naming the file and offset."""
+    path = tmp_path / "x.pcap"
+    synth.write_bench(str(path), 20_000, 300, 4, False, mix="short")
+    want = analyze(str(path), two_pass=False).to_json()
+    real_batches = ix.FlowIndex.batches
+
+    def touched(self: ix.FlowIndex, *args: object, **kw: object) -> object:
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return real_batches(self, *args, **kw)
+
+    monkeypatch.setattr(ix.FlowIndex, "batches", touched)
+    assert analyze(str(path)).to_json() == want
+
+    def cut(self: ix.FlowIndex, *args: object, **kw: object) -> object:
+        # cut short after the check of the file's identity, while its packets are read back
+        with open(path, "r+b") as fh:
+            fh.truncate(os.path.getsize(path) // 2)
+        self.identity = ix._identity(str(path))
+        return real_batches(self, *args, **kw)
+
+    monkeypatch.setattr(ix.FlowIndex, "batches", cut)
+    with pytest.raises(CaptureError, match=r"x\.pcap: offset \d+: the file became shorter"):
+        analyze(str(path))
