@@ -40,6 +40,7 @@ KERNELS = {
     "rehash_ttls": "whyrst.tcp._prepass_kernels",
     "rehash_probes": "whyrst.tcp._prepass_kernels",
     "select_records": "whyrst.tcp._prepass_kernels",
+    "in_set": "whyrst.tcp._prepass_kernels",
 }
 # what the compiled code and the types of its arguments depend on
 SOURCES = ("capture/_kernels.py", "capture/fast.py", "capture/batch.py", "capture/records.py", "capture/pcap.py",

@@ -277,7 +277,7 @@ def _rst_flow_batches(source: Any, index: FlowIndex | None, wanted: np.ndarray, 
 
     if index is not None and index.usable:
         try:
-            yield from index.batches(wanted, engine=engine)
+            yield from index.batches(prepass.rst_member(), engine=engine)
             return
         except StaleIndex:
             pass  # (nothing was handed out: the check comes before the first batch)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
 from whyrst import __version__
 from whyrst.errors import WhyrstError
@@ -64,6 +65,20 @@ def _notes(args: argparse.Namespace) -> Any:
     return lambda text: print(f"whyrst: {text}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _buffered_stdout() -> Iterator[TextIO]:
+    """Standard output with a buffer of its own: json.dump writes a report in tens of thousands of small
+    pieces, each a system call when Python's output is unbuffered (PYTHONUNBUFFERED, python -u)."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # (not a file: a test's capture, an IDE's console)
+        yield sys.stdout
+        return
+    with open(fd, "w", buffering=1 << 20, encoding="utf-8", closefd=False) as out:
+        yield out
+
+
 def _json_indent(args: argparse.Namespace) -> int | None:
     """Indented JSON for a person at a terminal, one line for a program or a file (json's encoder in C
     writes it several times faster: seconds on a report of 100,000 resets)."""
@@ -94,12 +109,13 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
 
         write_html(report, args.html)
     if args.json:
-        write = getattr(report, "write", None)  # (an EncodedReport: the workers made the JSON)
-        if write is not None:
-            write(sys.stdout)
-        else:
-            json.dump(report.to_json(), sys.stdout, indent=_json_indent(args))
-        sys.stdout.write("\n")
+        with _buffered_stdout() as out:
+            write = getattr(report, "write", None)  # (an EncodedReport: the workers made the JSON)
+            if write is not None:
+                write(out)
+            else:
+                json.dump(report.to_json(), out, indent=_json_indent(args))
+            out.write("\n")
         for w in report.warnings:  # the terminal report shows them inline
             print(f"whyrst: warning: {w}", file=sys.stderr)
     else:
@@ -183,14 +199,15 @@ def cmd_conns(args: argparse.Namespace) -> int:
     rows: SortedRows = SortedRows(key=lambda r: r["ts"])
     limit = {"max_connections": args.max_connections} if args.max_connections else {}
     result = track_capture(args.capture, lambda c: rows.add(c.zeek_record()), **limit)
-    out = sys.stdout
     if args.json:
-        for r in rows:
-            out.write(json.dumps(r) + "\n")
+        with _buffered_stdout() as out:
+            for r in rows:
+                out.write(json.dumps(r) + "\n")
     elif args.format == "zeek":
         from whyrst.report.zeeklog import write_conn_log
 
-        write_conn_log(rows, out)
+        with _buffered_stdout() as out:
+            write_conn_log(rows, out)
     else:
         from whyrst.report.terminal import print_conns
 

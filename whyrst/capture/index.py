@@ -4,17 +4,17 @@ second reads back only the packets of the flows that carry a RST.
 Without it the second pass reads and walks the whole file again to find a few percent of its packets
 (on a capture of 1 GB, more time than everything else the pass does). The index is one row per TCP
 packet (its flow hash, frame number, where its bytes start in the file and the record fields the
-decoder needs): 44 bytes a packet, kept in a temporary file, so memory does not grow with the capture.
+decoder needs): 44 bytes a packet, in blocks of columns in a temporary file, so memory does not grow
+with the capture.
 Only a plain file can be indexed (a gzip file's offsets are in the decompressed stream), and the
 index is refused if the file changed between the passes.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 import numpy as np
@@ -24,12 +24,26 @@ from whyrst.capture import records as rec
 from whyrst.capture.batch import Kind, PacketBatch
 from whyrst.errors import CaptureError
 
-ROW = np.dtype([("hash", "<u8"), ("frame", "<i8"), ("offset", "<i8"), ("ts", "<i8"), ("cap", "<u4"),
-                ("wire", "<u4"), ("link", "<u2"), ("iface", "<u2")])
+# The columns of a row, in the order a block stores them (each column of a block is contiguous).
+COLUMNS = (("hash", "<u8"), ("frame", "<i8"), ("offset", "<i8"), ("ts", "<i8"), ("cap", "<u4"), ("wire", "<u4"),
+           ("link", "<u2"), ("iface", "<u2"))
+ROW_BYTES = sum(np.dtype(t).itemsize for _, t in COLUMNS)
 FLUSH_BYTES = 4 << 20  # rows kept in memory before they go to the temporary file
-READ_ROWS = 1 << 18  # rows read back at a time
-GAP = 4096  # packets closer than this are read with one system call (the bytes between are dropped)
-SPAN = 1 << 20  # ...unless one packet is longer than this
+GAP = 4096  # packets closer than this are read with one system call (the bytes between are read too)
+SPAN = 1 << 20  # ...up to this many bytes at a time
+
+Member = Callable[[np.ndarray], np.ndarray]  # flow hashes -> bool mask: which are wanted
+
+
+def sorted_member(wanted: np.ndarray) -> Member:
+    """Membership in ``wanted`` (sorted flow hashes) by binary search."""
+    def member(hashes: np.ndarray) -> np.ndarray:
+        if not len(wanted):
+            return np.zeros(len(hashes), dtype=bool)
+        at = np.minimum(np.searchsorted(wanted, hashes), len(wanted) - 1)
+        return wanted[at] == hashes
+
+    return member
 
 
 class StaleIndex(Exception):
@@ -55,27 +69,27 @@ class FlowIndex:
         self._file: IO[bytes] | None = None
 
     def add(self, batch: PacketBatch, tcp_hashes: np.ndarray) -> None:
+        """The TCP rows of ``batch`` (read with ``payloads=False``), with their flow hashes in row order."""
         if not self.usable:
             return
         offsets = batch.extras.get("file_offsets")
         c = batch.cols
-        tcp = np.flatnonzero(c["kind"] == Kind.TCP)
-        if not isinstance(offsets, np.ndarray) or (len(tcp) and int(offsets[tcp].min()) < 0):
+        is_tcp = c["kind"] == Kind.TCP
+        every = bool(is_tcp.all())
+        tcp = slice(None) if every else np.flatnonzero(is_tcp)
+        if not isinstance(offsets, np.ndarray) or (len(tcp_hashes) and int(offsets[tcp].min()) < 0):
             self.usable = False
             self.close()
             return
-        block = np.empty(len(tcp), dtype=ROW)
-        block["hash"] = tcp_hashes
-        block["frame"] = c["frame"][tcp]
-        block["offset"] = offsets[tcp]
-        block["ts"] = c["ts_ns"][tcp]
-        block["cap"] = c["cap_len"][tcp]
-        block["wire"] = c["wire_len"][tcp]
-        block["link"] = c["link_type"][tcp]
-        block["iface"] = c["iface"][tcp]
+        if not len(tcp_hashes):
+            return
+        cols = {"hash": tcp_hashes, "frame": c["frame"], "offset": offsets, "ts": c["ts_ns"], "cap": c["cap_len"],
+                "wire": c["wire_len"], "link": c["link_type"], "iface": c["iface"]}
+        block = [np.ascontiguousarray(cols[name] if name == "hash" or every else cols[name][tcp], dtype=dtype)
+                 for name, dtype in COLUMNS]
         self._pending.append(block)
-        self._pending_bytes += block.nbytes
-        self.rows += len(block)
+        self._pending_bytes += ROW_BYTES * len(tcp_hashes)
+        self.rows += len(tcp_hashes)
         if self._pending_bytes >= FLUSH_BYTES:
             self._flush()
 
@@ -85,30 +99,37 @@ class FlowIndex:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="whyrst-index-")  # noqa: SIM115 - closed by close()
         for block in self._pending:
-            block.tofile(self._file)
+            self._file.write(np.int64(len(block[0])).tobytes())
+            for col in block:
+                col.tofile(self._file)
         self._pending, self._pending_bytes = [], 0
 
-    def _wanted_rows(self, wanted: np.ndarray) -> Iterator[np.ndarray]:
-        """The rows whose flow hash is in ``wanted`` (sorted), a block at a time."""
-        def pick(block: np.ndarray) -> np.ndarray:
-            at = np.minimum(np.searchsorted(wanted, block["hash"]), len(wanted) - 1)
-            return block[wanted[at] == block["hash"]]
-
+    def _blocks(self) -> Iterator[list[np.ndarray]]:
+        """Every block of rows: from the temporary file, then those still in memory."""
         if self._file is not None:
-            self._file.flush()
-            self._file.seek(0)
+            fh = self._file
+            fh.flush()
+            fh.seek(0)
             while True:
-                block = np.fromfile(self._file, dtype=ROW, count=READ_ROWS)
-                if not len(block):
+                head = fh.read(8)
+                if len(head) < 8:
                     break
-                yield pick(block)
-        for block in self._pending:
-            yield pick(block)
+                n = int(np.frombuffer(head, dtype="<i8")[0])
+                data = np.empty(n * ROW_BYTES, dtype=np.uint8)  # (writable: the compiled look-up takes no other)
+                if fh.readinto(memoryview(data)) != len(data):
+                    raise StaleIndex(f"{self.path}: its index is cut short")
+                block, at = [], 0
+                for _, dtype in COLUMNS:
+                    size = n * np.dtype(dtype).itemsize
+                    block.append(data[at : at + size].view(dtype))
+                    at += size
+                yield block
+        yield from self._pending
 
-    def batches(self, wanted: np.ndarray, *, engine: str = "auto", checksums: bool = True,
+    def batches(self, member: Member, *, engine: str = "auto", checksums: bool = True,
                 batch_size: int = 65536) -> Iterator[PacketBatch]:
-        """The packets of the flows in ``wanted`` (sorted flow hashes), decoded, with their frame numbers.
-        Raises :class:`StaleIndex` if the file is no longer the one indexed."""
+        """The packets of the wanted flows (``member``: which flow hashes are wanted), decoded, with their
+        frame numbers. Raises :class:`StaleIndex` if the file is no longer the one indexed."""
         if not self.usable:
             raise StaleIndex(f"{self.path}: not indexed")
         if engine == "auto":
@@ -116,57 +137,52 @@ class FlowIndex:
 
             engine = "numba" if fast.available() else "numpy"
         decoder = dec.BatchDecoder(engine, checksums=checksums)
-        if not len(wanted):
-            return
         with open(self.path, "rb") as fh:
             if _identity(self.path) != self.identity:
                 raise StaleIndex(f"{self.path}: the file changed while it was analysed")
-            held: list[np.ndarray] = []
+            held: list[list[np.ndarray]] = []
             count = 0
-            for rows in self._wanted_rows(wanted):
+            for block in self._blocks():
+                rows = np.flatnonzero(member(block[0]))
                 if len(rows):
-                    held.append(rows)
+                    held.append([col[rows] for col in block])
                     count += len(rows)
                 if count >= batch_size:
-                    yield self._decode(fh.fileno(), np.concatenate(held), decoder)
+                    yield self._decode(fh.fileno(), held, decoder)
                     held, count = [], 0
             if count:
-                yield self._decode(fh.fileno(), np.concatenate(held), decoder)
+                yield self._decode(fh.fileno(), held, decoder)
 
-    def _decode(self, fd: int, rows: np.ndarray, decoder: dec.BatchDecoder) -> PacketBatch:
-        """Read the packets of ``rows`` (in file order) into one buffer and decode them."""
-        start = rows["offset"]
-        cap = rows["cap"].astype(np.int64)
+    def _decode(self, fd: int, held: list[list[np.ndarray]], decoder: dec.BatchDecoder) -> PacketBatch:
+        """Read the packets of the rows in ``held`` (in file order) into one buffer and decode them."""
+        _, frame, start, ts, cap32, wire, link, iface = (np.concatenate(col) for col in zip(*held, strict=True))
+        n = len(frame)
+        cap = cap32.astype(np.int64)
         end = start + cap
-        # packets close together are read with one call (a span), the bytes between them then dropped
-        new = np.ones(len(rows), dtype=bool)
-        if len(rows) > 1:
-            new[1:] = start[1:] - np.maximum.accumulate(end)[:-1] > GAP
-            # ...and a span is cut every SPAN bytes, so what is read at once stays small
+        # spans of packets read with one call: a new one where the gap to what is read already is large
+        new = np.ones(n, dtype=bool)
+        if n > 1:
+            reach = np.maximum.accumulate(end)
+            new[1:] = start[1:] - reach[:-1] > GAP
             first = np.flatnonzero(new)[np.cumsum(new) - 1]
-            part = (start - start[first]) // SPAN
+            part = (start - start[first]) // SPAN  # ...and one every SPAN bytes
             new[1:] |= part[1:] != part[:-1]
-        offs = np.zeros(len(rows), dtype=np.int64)
-        offs[1:] = np.cumsum(cap)[:-1]
-        out = np.empty(int(cap.sum()), dtype=np.uint8)
-        bounds = [*np.flatnonzero(new).tolist(), len(rows)]
-        for a, b in itertools.pairwise(bounds):
-            lo, hi = int(start[a]), int(end[a:b].max())
-            data = np.frombuffer(_pread_all(fd, hi - lo, lo), dtype=np.uint8)
-            if len(data) != hi - lo:
-                raise CaptureError(self.path, lo + len(data), "the file became shorter while it was analysed")
-            if b - a == 1:
-                out[offs[a] : offs[a] + cap[a]] = data[: cap[a]]
-                continue
-            # every byte of the span's packets, from where it is in the span to where it goes in ``out``
-            o0, o1 = int(offs[a]), int(offs[b - 1] + cap[b - 1])
-            shift = np.repeat(start[a:b] - lo - offs[a:b], cap[a:b])
-            out[o0:o1] = data[np.arange(o0, o1) + shift]
-        records = rec.Records(memoryview(out), len(rows), offs, rows["cap"].copy(), rows["wire"].copy(),
-                              rows["ts"].copy(), rows["link"].copy(), rows["iface"].copy())
-        batch = PacketBatch.empty(len(rows))
+        firsts = np.flatnonzero(new)
+        lo = start[firsts]
+        hi = np.maximum.reduceat(end, firsts)
+        base = np.zeros(len(firsts), dtype=np.int64)  # where each span starts in the buffer
+        base[1:] = np.cumsum(hi - lo)[:-1]
+        offs = start - lo[np.cumsum(new) - 1] + base[np.cumsum(new) - 1]
+        pieces = []
+        for a, z in zip(lo.tolist(), hi.tolist(), strict=True):
+            data = _pread_all(fd, z - a, a)
+            if len(data) != z - a:
+                raise CaptureError(self.path, a + len(data), "the file became shorter while it was analysed")
+            pieces.append(data)
+        records = rec.Records(memoryview(b"".join(pieces)), n, offs, cap32, wire, ts, link, iface)
+        batch = PacketBatch.empty(n)
         decoder.decode_into(records, 0, batch)
-        batch.cols["frame"][:] = rows["frame"]
+        batch.cols["frame"][:] = frame
         return batch
 
     def close(self) -> None:

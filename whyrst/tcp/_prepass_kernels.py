@@ -7,6 +7,7 @@ full and returns where it stopped, Python doubles that table and calls again fro
 * :func:`feed` takes one decoded batch: per TCP row the canonical flow hash (the same value as
   :func:`whyrst.tcp.prepass.flow_hashes`, handed back), the RST-bearing flow hashes, host TTL counts, bare-SYN
   probes and the Zeek-style connection count;
+* :func:`in_set` tells which flow hashes are in a table (the RST-bearing flows, for the file's index);
 * :func:`select_records` looks at raw records before decoding and keeps those that may belong to a
   wanted flow (any record it does not fully understand is kept: the decoded rows are filtered again
   exactly).
@@ -213,6 +214,13 @@ def rehash_probes(s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray
             m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
         n_used[m] = 1
         n_s0[m], n_s1[m], n_d0[m], n_d1[m], n_vp[m] = s0[j], s1[j], d0[j], d1[j], vp[j]
+
+
+@jit
+def in_set(values: np.ndarray, keys: np.ndarray, used: np.ndarray, out: np.ndarray) -> None:
+    """``out[i]``: whether ``values[i]`` is in the set (``keys``/``used``)."""
+    for i in range(len(values)):
+        out[i] = set_find(keys, used, values[i]) >= 0
 
 
 # -- the second pass: which raw records may belong to a wanted flow ----------------------------------

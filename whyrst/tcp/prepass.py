@@ -308,6 +308,12 @@ class NumpyPrepass:
     def record_filter(self) -> Callable[[Records], np.ndarray | None] | None:
         return None  # the second pass decodes every record and filters the decoded rows
 
+    def rst_member(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Flow hashes -> whether each is a RST-bearing flow's."""
+        from whyrst.capture.index import sorted_member
+
+        return sorted_member(self.rst_hashes())
+
     def finish(self) -> None:
         """No more batches (nothing to compact here)."""
         self._last.clear()
@@ -546,7 +552,7 @@ def _kernel_module() -> Any:
     from whyrst.tcp import _prepass_layout
 
     aot = _aot.kernels()
-    names = ("feed", "insert_keys", "rehash_ttls", "rehash_probes", "select_records")
+    names = ("feed", "insert_keys", "rehash_ttls", "rehash_probes", "select_records", "in_set")
     if aot is not None and all(n in aot for n in names):
         layout = {k: v for k, v in vars(_prepass_layout).items() if k.isupper()}
         return types.SimpleNamespace(**layout, **{n: aot[n] for n in names})
@@ -731,6 +737,18 @@ class CompiledPrepass:
     @property
     def rst_tuples(self) -> set[int]:
         return set(self.rst_hashes().tolist())
+
+    def rst_member(self) -> Callable[[np.ndarray], np.ndarray]:
+        """Flow hashes -> whether each is a RST-bearing flow's (a look-up in the RST tuples' hash table)."""
+        keys, used = self._rsts
+        in_set = self._k.in_set
+
+        def member(hashes: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(hashes), dtype=np.uint8)
+            in_set(np.ascontiguousarray(hashes, dtype=np.uint64), keys, used, out)
+            return out.view(bool)
+
+        return member
 
     def record_filter(self) -> Callable[[Records], np.ndarray | None]:
         """For the second pass: the rows of a batch of raw records that may belong to a RST tuple."""
