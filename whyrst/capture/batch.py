@@ -121,10 +121,11 @@ class PacketBatch:
 def address_text(raw: np.ndarray | bytes, version: int) -> str:
     """The printable form of an address stored as 16 bytes."""
     import ipaddress
+    import socket
 
     b = bytes(raw)
     if version == 4:
-        return str(ipaddress.IPv4Address(b[:4]))
+        return socket.inet_ntoa(b[:4])  # (what ipaddress prints, in C)
     if version == 6:
         return str(ipaddress.IPv6Address(b[:16]))
     return ""

@@ -82,8 +82,7 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
             out.link[:n] = linktype
             out.iface[:n] = 0
             packets += n
-            yield out.records(buf, n, base)
-            out = rec.RecordArrays(batch_size)
+            yield out.records(buf, n, base)  # (its arrays are filled again once the consumer asks for more)
             pos = new_pos
         if status == BAD_CAPLEN:
             caplen = struct.unpack_from(order + "I", buf, pos + 8)[0]

@@ -187,7 +187,7 @@ class _Reader:
     # -- main loop -------------------------------------------------------------------------------
     def run(self) -> Iterator[rec.Records]:
         buf, pos, base, eof = memoryview(b""), 0, 0, False
-        out, n = rec.RecordArrays(self.batch_size), 0
+        out, n = rec.RecordArrays(self.batch_size), 0  # (filled again once the consumer asks for more)
         first = True
         while True:
             if self.walker is not None and self.ifaces and n < self.batch_size and len(buf) - pos >= 32:
@@ -199,7 +199,7 @@ class _Reader:
             if n == self.batch_size:
                 self.packets += n
                 yield out.records(buf, n, base)
-                out, n = rec.RecordArrays(self.batch_size), 0
+                n = 0
                 continue
             avail = len(buf) - pos
             need = 12
@@ -266,7 +266,7 @@ class _Reader:
             if n:
                 self.packets += n
                 yield out.records(buf, n, base)
-                out, n = rec.RecordArrays(self.batch_size), 0
+                n = 0
             base += pos
             buf = self.stream.refill(buf[pos:], max(rec.CHUNK_SIZE, need - avail))
             pos = 0

@@ -30,6 +30,9 @@ POOL_SLACK = 256 << 10  # room for a record cut at the end of the previous chunk
 
 @dataclass
 class Records:
+    """One chunk's records. The arrays belong to the reader, which fills them again when the consumer asks
+    for the next chunk: whatever is kept must be copied."""
+
     buf: memoryview
     n: int
     offs: np.ndarray  # int64: where each record's packet bytes start in buf
