@@ -31,6 +31,7 @@ from whyrst.capture import open_capture
 from whyrst.capture.ranges import open_range, plan_ranges
 from whyrst.jobs import cores, expand_sources, run_dask, run_local, write_parquet
 from whyrst.pool import Call, Inline, Pool, meanwhile
+from whyrst.report import jsontext
 from whyrst.synth import packet, write_bench
 
 NS = 1_000_000_000
@@ -299,12 +300,12 @@ def test_json_made_by_the_workers(gen: dict[str, Path], pool2: Any, name: str) -
     want = analyze(path).to_json()
     for indent in (None, 1, 2):
         ((_, ok, got),) = list(pool2.run([(path, split.split_job(path, 2, encode=True, indent=indent))]))
-        assert ok and isinstance(got, split.EncodedReport), got
+        assert ok and isinstance(got, jsontext.EncodedReport), got
         assert got.json_text() == json.dumps(want, indent=indent)
     ((_, ok, got),) = list(Inline().run([(path, split.split_job(path, 3, encode=True))]))
     assert ok and got.json_text() == json.dumps(want)
     for indent in (None, 1):
-        empty = split.EncodedReport(path, "pcap", 3, 1, [], ["a warning"], indent)
+        empty = jsontext.EncodedReport(path, "pcap", 3, 1, [], ["a warning"], indent)
         assert json.loads(empty.json_text())["resets"] == [] and empty.json_text() == json.dumps(
             {**want, "packets": 3, "connections": 1, "resets": [], "warnings": ["a warning"]}, indent=indent)
 

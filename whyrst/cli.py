@@ -109,12 +109,12 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
 
         write_html(report, args.html)
     if args.json:
+        from whyrst.report.jsontext import EncodedReport, encode_report
+
+        if not isinstance(report, EncodedReport):  # (an EncodedReport: the workers made the JSON)
+            report = encode_report(report, _json_indent(args))
         with _buffered_stdout() as out:
-            write = getattr(report, "write", None)  # (an EncodedReport: the workers made the JSON)
-            if write is not None:
-                write(out)
-            else:
-                json.dump(report.to_json(), out, indent=_json_indent(args))
+            report.write(out)
             out.write("\n")
         for w in report.warnings:  # the terminal report shows them inline
             print(f"whyrst: warning: {w}", file=sys.stderr)

@@ -273,7 +273,7 @@ def analyze_file(path: str, jobs: int, *, keep_ladders: bool = False, progress: 
                  ) -> Any:
     """One capture's :class:`~whyrst.analysis.Report`: in parts by ``jobs`` processes when it is large
     enough (the same result), else in this process. ``as_json`` (the caller only writes the report as
-    JSON, with ``indent``): a file analysed in parts comes as a :class:`~whyrst.split.EncodedReport`, its
+    JSON, with ``indent``): a file analysed in parts comes as a :class:`~whyrst.report.jsontext.EncodedReport`, its
     JSON made by the worker processes."""
     from whyrst import split
     from whyrst.analysis import analyze

@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import io
 import itertools
-import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -59,6 +57,7 @@ import numpy as np
 from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
 from whyrst.errors import Warnings
 from whyrst.pool import Call, meanwhile, progress, state
+from whyrst.report.jsontext import EncodedReport, encode_report, encode_resets
 
 ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
 # files smaller than this are analysed whole, and ranges are at least this large (the environment may set
@@ -755,69 +754,6 @@ def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observation
 
 def forget_part(job: Any, part: int) -> None:
     state().pop((job, part), None)
-
-
-# -- results as JSON text, made in the workers ---------------------------------------------------------------
-
-def encode_resets(resets: list[Any], indent: int | None) -> list[str]:
-    """Each reset's object as ``json.dumps(report.to_json(), indent=indent)`` writes it in the report's
-    ``resets`` list (where it is two levels deep)."""
-    if indent is None:
-        return [json.dumps(r.to_json()) for r in resets]
-    encoder = json.JSONEncoder(indent=indent)
-    deeper = "\n" + " " * (2 * indent)
-    return [encoder.encode(r.to_json()).replace("\n", deeper) for r in resets]  # (strings hold no raw newline)
-
-
-@dataclass
-class EncodedReport:
-    """A :class:`~whyrst.analysis.Report` (without ladders and connections) whose resets the worker processes
-    made into JSON text: the main process only puts the texts together and writes them out."""
-
-    source: str
-    format: str
-    packets: int
-    connections: int
-    resets: list[str]  # each reset's JSON text (see encode_resets)
-    warnings: list[str]
-    indent: int | None = None
-
-    def json_text(self) -> str:
-        """The text of ``json.dumps(report.to_json(), indent=indent)``."""
-        out = io.StringIO()
-        self.write(out)
-        return out.getvalue()
-
-    def write(self, out: Any) -> None:
-        """Write :meth:`json_text` to ``out`` piece by piece (a report of many resets is never one string)."""
-        from whyrst.analysis import Report
-
-        empty = Report(self.source, self.format, self.packets, self.connections, [], list(self.warnings))
-        text = json.dumps(empty.to_json(), indent=self.indent)
-        if not self.resets:
-            out.write(text)
-            return
-        # (the only place where this text occurs: inside a JSON string, every quote is escaped)
-        head, found, tail = text.partition('"resets": []')
-        if not found:
-            raise RuntimeError("no resets key in the report's JSON")
-        if self.indent is None:
-            first, between, last = "[", ", ", "]"
-        else:
-            outer = "\n" + " " * self.indent
-            inner = outer + " " * self.indent
-            first, between, last = "[" + inner, "," + inner, outer + "]"
-        out.write(head + '"resets": ' + first)
-        for i, item in enumerate(self.resets):
-            if i:
-                out.write(between)
-            out.write(item)
-        out.write(last + tail)
-
-
-def encode_report(report: Any, indent: int | None) -> EncodedReport:
-    return EncodedReport(report.source, report.format, report.packets, report.connections,
-                         encode_resets(report.resets, indent), list(report.warnings), indent)
 
 
 # -- one process, for the fallback ------------------------------------------------------------------------
