@@ -55,21 +55,25 @@ def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.M
                                            small_reads: bool) -> None:
     path = tmp_path / ("x.pcapng" if pcapng else "x.pcap")
     synth.write_bench(str(path), 20_000, 300, 4, pcapng, mix="bulk")
-    if small_reads:  # every packet its own read, and spans cut short
+    if small_reads:  # every packet its own read, spans cut short, batches of a few packets' bytes
         monkeypatch.setattr(ix, "GAP", 0)
         monkeypatch.setattr(ix, "SPAN", 1)
+        monkeypatch.setattr(ix, "BATCH_BYTES", 3000)
     monkeypatch.setattr(ix, "FLUSH_BYTES", 1 << 12)  # most rows in the temporary file
     index, seen = _indexed(path)
     wanted = np.sort(seen[::7])
     want = _full_rows(path, wanted)
     got: dict[str, list[np.ndarray]] = {}
+    sizes = []
     for batch in index.batches(ix.sorted_member(wanted), engine="numpy", batch_size=500):
+        sizes.append((batch.n, int(batch.cols["cap_len"].sum())))
         for name, col in batch.cols.items():
             got.setdefault(name, []).append(col)
         got.setdefault("src", []).append(batch.src)
         got.setdefault("payload", []).append(np.array([batch.payload(i) for i in range(batch.n)], dtype=object))
     index.close()
     assert len(want["frame"]) > 1000
+    assert all(n <= 500 and (n == 1 or size <= ix.BATCH_BYTES) for n, size in sizes), sizes
     for name, col in want.items():
         assert np.array_equal(np.concatenate(got[name]), col), name
 

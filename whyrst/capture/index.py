@@ -29,6 +29,7 @@ COLUMNS = (("hash", "<u8"), ("frame", "<i8"), ("offset", "<i8"), ("ts", "<i8"), 
            ("link", "<u2"), ("iface", "<u2"))
 ROW_BYTES = sum(np.dtype(t).itemsize for _, t in COLUMNS)
 FLUSH_BYTES = 4 << 20  # rows kept in memory before they go to the temporary file
+BATCH_BYTES = 32 << 20  # packet bytes read back for one batch, at most (but always one packet)
 GAP = 4096  # packets closer than this are read with one system call (the bytes between are read too)
 SPAN = 1 << 20  # ...up to this many bytes at a time
 
@@ -141,15 +142,22 @@ class FlowIndex:
             if _identity(self.path) != self.identity:
                 raise StaleIndex(f"{self.path}: the file changed while it was analysed")
             held: list[list[np.ndarray]] = []
-            count = 0
+            count = size = 0
             for block in self._blocks():
                 rows = np.flatnonzero(member(block[0]))
-                if len(rows):
-                    held.append([col[rows] for col in block])
-                    count += len(rows)
-                if count >= batch_size:
-                    yield self._decode(fh.fileno(), held, decoder)
-                    held, count = [], 0
+                while len(rows):
+                    # as many rows as the batch has room for, in rows and in bytes
+                    sizes = np.cumsum(block[4][rows[: batch_size - count]], dtype=np.int64)
+                    take = int(np.searchsorted(sizes, BATCH_BYTES - size, "right"))
+                    if count == 0:
+                        take = max(take, 1)  # (a packet larger than a batch goes alone)
+                    if take:
+                        held.append([col[rows[:take]] for col in block])
+                        count, size = count + take, size + int(sizes[take - 1])
+                        rows = rows[take:]
+                    if len(rows) or count >= batch_size:  # the batch is full
+                        yield self._decode(fh.fileno(), held, decoder)
+                        held, count, size = [], 0, 0
             if count:
                 yield self._decode(fh.fileno(), held, decoder)
 
