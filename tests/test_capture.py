@@ -404,12 +404,18 @@ def test_chunk_seams(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
           + b"".join(epb(f, ts=i) for i, f in enumerate(frames(6, 6))))
     want = [read(pcap), read(ng)]
     monkeypatch.setattr(rec, "CHUNK_SIZE", chunk)
+    monkeypatch.setattr(rec, "HEADERS_CHUNK_SIZE", chunk)
     for data, expect in zip((pcap, ng), want, strict=True):
         for engine in ENGINES:
             for batch_size in (5, 65536):
                 got = read(data, engine=engine, batch_size=batch_size)
                 assert_same(got, expect, ignore=("payload_off",))  # offsets into other buffers
                 assert got.warnings == []
+                # headers only: batches across chunks, no payload bytes
+                headers = read(data, engine=engine, batch_size=batch_size, payloads=False)
+                assert_same(headers, expect, ignore=("payload_off", "payload_cap", "payloads"))
+                assert all(p == b"" for p in headers.payloads)
+                assert headers.warnings == []
 
 
 def test_payload_offsets_point_into_batch_data() -> None:

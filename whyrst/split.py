@@ -43,14 +43,17 @@ is then the one-process result by construction.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import itertools
 import os
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +61,9 @@ from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
 from whyrst.errors import Warnings
 from whyrst.pool import Call, meanwhile, progress, state
 from whyrst.report.jsontext import EncodedReport, encode_report, encode_resets
+
+if TYPE_CHECKING:
+    from whyrst.capture.index import IndexHandle
 
 ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
 # files smaller than this are analysed whole, and ranges are at least this large (the environment may set
@@ -108,10 +114,13 @@ class RangeFacts:
     ttls: tuple[np.ndarray, ...]  # (address, TTL) entries: w0, w1, version << 8 | TTL, packets
     probes: tuple[np.ndarray, ...]  # bare-SYN probes: s0, s1, d0, d1, version << 16 | port
     answered: Any  # AnsweredPorts: when each server port answered SYNs
+    index: IndexHandle | None = None  # where the range's TCP packets are, by flow (round 2 reads through it)
 
 
-def prepass_range(r: ByteRange) -> RangeFacts:
-    """Round 1 (in a worker): the prepass over ``r``, from empty tables."""
+def prepass_range(r: ByteRange, store: str | None = None) -> RangeFacts:
+    """Round 1 (in a worker): the prepass over ``r``, from empty tables; with ``store`` (a file name), also
+    the range's index (see :mod:`whyrst.capture.index`), its frame numbers counted from the range's start."""
+    from whyrst.capture.index import FlowIndex
     from whyrst.tcp.prepass import new_prepass
 
     pre = new_prepass("numba")
@@ -125,11 +134,14 @@ def prepass_range(r: ByteRange) -> RangeFacts:
     pre._forget_idle = forget_idle  # type: ignore[method-assign]
     warnings = Warnings()
     first_ts = -1
-    with open_range(r, frames_before=0, warnings=warnings, engine="numba", checksums=False) as cap:
+    index = FlowIndex(r.path, store) if store is not None else None
+    with open_range(r, frames_before=0, warnings=warnings, engine="numba", checksums=False, payloads=False) as cap:
         for batch in cap:
             if first_ts < 0 and batch.n:
                 first_ts = int(batch.cols["ts_ns"][0])
-            pre.feed(batch)
+            hashes = pre.feed(batch)
+            if index is not None:
+                index.add(batch, hashes)
             progress(cap.bytes_read)
         records, fmt = cap.packets, cap.format
         problem = cap.problem()
@@ -148,8 +160,9 @@ def prepass_range(r: ByteRange) -> RangeFacts:
     s0, s1, d0, d1, vp, pused = pre._probes
     plive = pused.view(bool)
     probes = (s0[plive], s1[plive], d0[plive], d1[plive], vp[plive])
+    handle = index.detach() if index is not None else None
     return RangeFacts(records, fmt, first_ts, problem, pre.tcp_packets, pre.connections, pre.rst_hashes(), ends,
-                      ttls, probes, pre.answered)
+                      ttls, probes, pre.answered, handle if handle is not None and handle.usable else None)
 
 
 # -- the merge -------------------------------------------------------------------------------------------
@@ -479,10 +492,11 @@ class RangeRows:
 
 
 def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, parts: int,
-               shared: Shared | None) -> RangeRows:
+               shared: Shared | None, index: IndexHandle | None = None) -> RangeRows:
     """Round 2 (in a worker): the TCP rows of ``r`` whose flow is in ``wanted`` (every TCP row when None),
     decoded with checksums as the one-process second pass decodes them, split into ``parts`` by flow;
-    and for each flow the range shares with earlier ranges, what its connection count depends on."""
+    and for each flow the range shares with earlier ranges, what its connection count depends on. With
+    the range's ``index`` from round 1, only those rows are read again; else the range is."""
     from whyrst.capture.batch import ACK, SYN, Kind
     from whyrst.tcp.prepass import INACTIVITY_NS, flow_hashes
 
@@ -505,7 +519,7 @@ def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, part
         filt["rows"] = _record_filter(key_table(keys))
         filt["pending"] = int(np.count_nonzero(~done))
 
-    if wanted is not None:
+    if wanted is not None and index is None:
         make_filter()
 
     warnings = Warnings()
@@ -513,9 +527,8 @@ def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, part
     first = last = -1
     ordered = True
     total = 0
-    with open_range(r, frames_before=frames_before, warnings=warnings, engine="numba",
-                    select=(lambda rec: filt["rows"](rec)) if wanted is not None else None) as cap:
-        for batch in cap:
+    with _range_rows(r, frames_before, wanted, shared, index, filt, warnings) as (batches, cap):
+        for batch in batches:
             tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
             h = flow_hashes(batch, tcp)
             if n_shared and not done.all():
@@ -523,7 +536,7 @@ def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, part
                 _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
                         INACTIVITY_NS, SYN, ACK)
                 settled = filt["pending"] - int(np.count_nonzero(~done))
-                if wanted is not None and settled and settled >= filt["pending"] // 4:
+                if wanted is not None and index is None and settled and settled >= filt["pending"] // 4:
                     make_filter()
             if wanted is not None:
                 keep = np.isin(h, wanted)
@@ -543,14 +556,47 @@ def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, part
                     sel = tcp[part == p]
                     if len(sel):
                         pieces[p].append(compact(batch, sel))
-            progress(cap.bytes_read)
-        problem = cap.problem()
+            if cap is not None:
+                progress(cap.bytes_read)
+        problem = cap.problem() if cap is not None else ""
     if warnings.all():
         problem = problem or warnings.all()[0]
     if n_shared and not done.all():
         problem = problem or "a flow the prepass saw in the range was not found again"
     return RangeRows([concat(p) for p in pieces], total, first, last, ordered, (first_ts, first_sq, later_syn),
                      problem)
+
+
+@contextlib.contextmanager
+def _range_rows(r: ByteRange, frames_before: int, wanted: np.ndarray | None, shared: Shared | None,
+                index: IndexHandle | None, filt: dict[str, Any], warnings: Warnings
+                ) -> Iterator[tuple[Iterator[Any], Any]]:
+    """Round 2's batches of ``r`` (and the range's capture, None when they come from its index): through
+    the index, the rows of the wanted and shared flows; else the range read again, its records filtered."""
+    if index is None:
+        with open_range(r, frames_before=frames_before, warnings=warnings, engine="numba",
+                        select=(lambda rec: filt["rows"](rec)) if wanted is not None else None) as cap:
+            yield iter(cap), cap
+        return
+    from whyrst.capture.index import FlowIndex, sorted_member
+
+    if wanted is None:
+        def member(hashes: np.ndarray) -> np.ndarray:
+            return np.ones(len(hashes), dtype=bool)
+    else:
+        keys = np.union1d(wanted, shared.keys) if shared is not None else wanted
+        member = sorted_member(keys)
+
+    def numbered() -> Iterator[Any]:
+        for batch in opened.batches(member, engine="numba"):
+            batch.cols["frame"] += frames_before  # (the index numbers the range's records from 1)
+            yield batch
+
+    opened = FlowIndex.attach(index)
+    try:
+        yield numbered(), None
+    finally:
+        opened.close()
 
 
 def _firsts(batch: Any, tcp: np.ndarray, h: np.ndarray, shared: Shared, seen: np.ndarray, first_ts: np.ndarray,
@@ -778,7 +824,20 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
               ) -> Iterator[list[Call]]:
     """The analysis of ``path`` in parts, as a :mod:`whyrst.pool` job; its result is a
     :class:`~whyrst.analysis.Report` equal to ``analyze(path)``'s (with ``collect_conns=with_conns``), or
-    with ``encode`` an :class:`EncodedReport` of it (its JSON made by the workers, with ``indent``)."""
+    with ``encode`` an :class:`EncodedReport` of it (its JSON made by the workers, with ``indent``). The
+    ranges' indexes live in a temporary folder of the job's, removed when it ends (however it ends)."""
+    stores = tempfile.mkdtemp(prefix="whyrst-split-")
+    try:
+        return (yield from _split_rounds(path, workers, stores, with_conns=with_conns, keep_ladders=keep_ladders,
+                                         priority=priority, note=note, first_plan=first_plan, encode=encode,
+                                         indent=indent))
+    finally:
+        shutil.rmtree(stores, ignore_errors=True)
+
+
+def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, keep_ladders: bool, priority: int,
+                  note: Callable[[str], None] | None, first_plan: Plan | None, encode: bool, indent: int | None
+                  ) -> Iterator[list[Call]]:
     from whyrst.analysis import Report
 
     note = note or (lambda text: None)
@@ -798,14 +857,14 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
     note(f"{path}: {len(p.ranges)} ranges")
 
     # round 1
-    facts = yield from _prepass_round(p, weights[0], priority)
+    facts = yield from _prepass_round(p, weights[0], priority, stores)
     if isinstance(facts, str):
         if any(r.frames_before < 0 for r in p.ranges):  # cuts found by resynchronising: walk every record
             note(f"{path}: {facts}; walking every record to cut it again")
             p = plan(path, workers, exact=True)
             if len(p.ranges) < 2:
                 return (yield from whole(p.reason or facts))
-            facts = yield from _prepass_round(p, 0, priority)
+            facts = yield from _prepass_round(p, 0, priority, stores)
         if isinstance(facts, str):
             return (yield from whole(facts))
     try:
@@ -817,9 +876,9 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
     # round 2
     wanted = None if with_conns else merged.rst
     parts = max(1, 2 * workers)
-    calls = yield [Call(rows_range, (r, fb, wanted, parts, sh), weight=weights[1] * r.size // size,
+    calls = yield [Call(rows_range, (r, fb, wanted, parts, sh, f.index), weight=weights[1] * r.size // size,
                         priority=priority)
-                   for r, fb, sh in zip(p.ranges, merged.frames_before, merged.shared, strict=True)]
+                   for r, fb, sh, f in zip(p.ranges, merged.frames_before, merged.shared, facts, strict=True)]
     failed = next((c.error or c.value.problem for c in calls if not c.ok or c.value.problem), "")
     if failed:
         return (yield from whole(failed))
@@ -887,10 +946,14 @@ def split_job(path: str, workers: int, *, with_conns: bool = False, keep_ladders
                   resets=resets, warnings=[], ladders=ladders, conns=conns)
 
 
-def _prepass_round(p: Plan, weight: int, priority: int) -> Iterator[list[Call]]:
-    """Round 1 over a plan's ranges: their facts, or why they cannot be trusted."""
-    calls = yield [Call(prepass_range, (r,), weight=weight * r.size // max(p.size, 1), priority=priority)
-                   for r in p.ranges]
+def _prepass_round(p: Plan, weight: int, priority: int, stores: str | None) -> Iterator[list[Call]]:
+    """Round 1 over a plan's ranges: their facts, or why they cannot be trusted. Their indexes go into the
+    folder ``stores`` (None: no index)."""
+    def store(i: int) -> str | None:
+        return os.path.join(stores, f"range-{i}.index") if stores is not None else None
+
+    calls = yield [Call(prepass_range, (r, store(i)), weight=weight * r.size // max(p.size, 1), priority=priority)
+                   for i, r in enumerate(p.ranges)]
     for i, c in enumerate(calls):
         if not c.ok:
             return f"range {i + 1}: {c.error}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
@@ -47,6 +48,17 @@ def sorted_member(wanted: np.ndarray) -> Member:
     return member
 
 
+@dataclass(frozen=True)
+class IndexHandle:
+    """A detached :class:`FlowIndex`: what another process needs to read it (it pickles)."""
+
+    path: str
+    identity: tuple[int, int, int]
+    store: str
+    rows: int
+    usable: bool
+
+
 class StaleIndex(Exception):
     """The file changed between the passes: its index no longer says where its packets are."""
 
@@ -60,14 +72,38 @@ class FlowIndex:
     """:meth:`add` every batch of a capture read with ``payloads=False`` and its TCP rows' flow hashes;
     then :meth:`batches` gives back, decoded, only the packets of the wanted flows, in capture order."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, store: str | None = None) -> None:
         self.path = path
         self.identity = _identity(path)
         self.rows = 0
         self.usable = True  # False once a batch came without file offsets
-        self._pending: list[np.ndarray] = []
+        self.store = store  # where the rows go: a file of this name, or (None) an anonymous temporary file
+        self._pending: list[list[np.ndarray]] = []
         self._pending_bytes = 0
         self._file: IO[bytes] | None = None
+
+    def detach(self) -> IndexHandle:
+        """All the rows in the store file, for :meth:`attach` in another process (needs a named store)."""
+        if self.store is None:
+            raise ValueError("only an index with a named store can be attached elsewhere")
+        if self.usable:
+            self._flush()
+            if self._file is None:  # (no row at all: an empty store)
+                self._file = open(self.store, "w+b")  # noqa: SIM115 - closed just below
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return IndexHandle(self.path, self.identity, self.store, self.rows, self.usable)
+
+    @classmethod
+    def attach(cls, handle: IndexHandle) -> FlowIndex:
+        """The index a process detached (its store file is read, not removed: its owner removes it)."""
+        index = cls.__new__(cls)
+        index.path, index.identity, index.store = handle.path, handle.identity, handle.store
+        index.rows, index.usable = handle.rows, handle.usable
+        index._pending, index._pending_bytes = [], 0
+        index._file = open(handle.store, "rb") if handle.usable else None  # noqa: SIM115 - closed by close()
+        return index
 
     def add(self, batch: PacketBatch, tcp_hashes: np.ndarray) -> None:
         """The TCP rows of ``batch`` (read with ``payloads=False``), with their flow hashes in row order."""
@@ -97,8 +133,9 @@ class FlowIndex:
     def _flush(self) -> None:
         if not self._pending:
             return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="whyrst-index-")  # noqa: SIM115 - closed by close()
+        if self._file is None:  # (closed by close())
+            self._file = (tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
+                          else open(self.store, "w+b"))  # noqa: SIM115
         for block in self._pending:
             self._file.write(np.int64(len(block[0])).tobytes())
             for col in block:

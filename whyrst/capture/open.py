@@ -147,6 +147,7 @@ class Capture:
         self.checksums = checksums
         self.select = select
         self.payloads = payloads
+        self.file_offset_shift = 0  # file offset = stream offset + this (a range of a file: see ranges.py)
         self._stop = threading.Event()
         self.format = ""
         if engine not in ENGINES:
@@ -206,6 +207,7 @@ class Capture:
         if head in pcap.MAGICS:
             self.format = "pcap" + suffix
             stream = rec.ByteStream(raw, prefix=head, live=live)
+            stream.headers_only = not self.payloads
             self._stream = stream
             walker = None if self.engine == "numba" else pcap.walk_py
             records = pcap.read_pcap(stream, self.source, self.batch_size, self.warnings, walker)
@@ -213,6 +215,7 @@ class Capture:
         if head == pcapng.MAGIC:
             self.format = "pcapng" + suffix
             stream = rec.ByteStream(raw, prefix=head, live=live)
+            stream.headers_only = not self.payloads
             self._stream = stream
             records = pcapng.read_pcapng(stream, self.source, self.batch_size, self.warnings,
                                          walker=True if self.engine == "numba" else None)
@@ -289,7 +292,8 @@ class Capture:
                     r.buf, take, r.offs[pos : pos + take], r.cap[pos : pos + take], r.wire[pos : pos + take],
                     r.ts[pos : pos + take], r.link[pos : pos + take], r.iface[pos : pos + take], r.base)
                 decoder.decode_into(part, self._frames, batch.rows(k, k + take))
-                offsets[k : k + take] = part.offs + part.base if r.base >= 0 and "gzip" not in self.format else -1
+                offsets[k : k + take] = (part.offs + (part.base + self.file_offset_shift)
+                                         if r.base >= 0 and "gzip" not in self.format else -1)
                 self._frames += take
                 pos += take
                 k += take

@@ -101,6 +101,6 @@ def read_pcap(stream: rec.ByteStream, source: str, batch_size: int, warnings: Wa
             return
         left = len(buf) - pos
         base += pos
-        buf = stream.refill(buf[pos:], rec.CHUNK_SIZE)
+        buf = stream.refill(buf[pos:], stream.chunk_size)
         pos = 0
         eof = len(buf) == left

@@ -268,7 +268,7 @@ class _Reader:
                 yield out.records(buf, n, base)
                 n = 0
             base += pos
-            buf = self.stream.refill(buf[pos:], max(rec.CHUNK_SIZE, need - avail))
+            buf = self.stream.refill(buf[pos:], max(self.stream.chunk_size, need - avail))
             pos = 0
             eof = len(buf) == avail
 

@@ -608,6 +608,7 @@ class RangeCapture(Capture):
             raise
         first = r.frames_before if frames_before is None else frames_before
         self._frames = max(first, 0)  # the decoder numbers records from here
+        self.file_offset_shift = r.start - len(r.prefix)  # the stream is the prefix, then the range's bytes
 
     def problem(self) -> str:
         """After reading: why this range may not be a run of whole records of the file ("" when it is,
@@ -621,8 +622,8 @@ class RangeCapture(Capture):
 
 def open_range(r: ByteRange, *, frames_before: int | None = None, batch_size: int = 65536,
                warnings: Warnings | None = None, engine: str = "auto", checksums: bool = True,
-               select: Any = None) -> RangeCapture:
+               select: Any = None, payloads: bool = True) -> RangeCapture:
     """Open one range for reading, with the options of :func:`whyrst.capture.open_capture`; its first
     record is frame ``frames_before + 1`` (default: the range's own ``frames_before``)."""
     return RangeCapture(r, frames_before, batch_size=batch_size, warnings=warnings, engine=engine,
-                        checksums=checksums, select=select)
+                        checksums=checksums, select=select, payloads=payloads)

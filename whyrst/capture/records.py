@@ -18,10 +18,12 @@ import numpy as np
 
 from whyrst.errors import CaptureError, Warnings
 
-# Bytes read from the file at a time (tests make it small to exercise the seams). A chunk the size of a
-# core's L2 cache is still there when the record walk and the decoder read it: walking and decoding 1 MB
-# chunks took a third of the time they took on 8 MB ones (2.5 GB/s more).
-CHUNK_SIZE = 1 << 20
+# Bytes read from the file at a time (tests make them small to exercise the seams): a chunk is a batch's
+# buffer, so that payload offsets point into one buffer. A reader of the headers only (payloads=False),
+# whose batches span chunks, reads chunks the size of a core's L2 cache: still there when the record walk
+# and the decoder read them (walking and decoding 1 MB chunks took a third of the time of 8 MB ones).
+CHUNK_SIZE = 8 << 20
+HEADERS_CHUNK_SIZE = 1 << 20
 MAX_CAPLEN = 262144  # largest captured length accepted in a record (libpcap's and Wireshark's limit)
 MAX_BLOCK = 16 << 20  # largest pcapng block accepted (Wireshark's limit)
 POOL_BUFFERS = 4  # chunk buffers a stream keeps for reuse (one is read into while batches use the others)
@@ -84,6 +86,7 @@ class ByteStream:
         self._readinto = None if live else getattr(raw, "readinto", None)
         self._read = (getattr(raw, "read1", None) if live else None) or raw.read
         self._pool: list[np.ndarray] = []
+        self.headers_only = False  # set by a reader of headers only: smaller chunks (see HEADERS_CHUNK_SIZE)
 
     def _more_waiting(self) -> bool:
         try:
@@ -131,6 +134,10 @@ class ByteStream:
         got = self._fill(mv[keep:])
         return mv[: keep + got]
 
+    @property
+    def chunk_size(self) -> int:
+        return HEADERS_CHUNK_SIZE if self.headers_only else CHUNK_SIZE
+
     def _free_buffer(self, size: int) -> np.ndarray:
         """A buffer of at least ``size`` bytes that nothing refers to any more (no batch, no view), or a new
         one. Reusing buffers saves the kernel zeroing and mapping fresh pages for every chunk (a tenth of
@@ -142,7 +149,7 @@ class ByteStream:
             # numpy array over it, a batch's data) holds one more
             if len(arr) >= size and sys.getrefcount(arr) <= 3:
                 return arr
-        arr = np.empty(max(size, CHUNK_SIZE + POOL_SLACK), dtype=np.uint8)
+        arr = np.empty(max(size, self.chunk_size + POOL_SLACK), dtype=np.uint8)
         if len(pool) < POOL_BUFFERS:
             pool.append(arr)
         return arr
