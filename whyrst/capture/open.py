@@ -65,12 +65,17 @@ class _Gunzip(io.RawIOBase):
         super().__init__()
         self.raw = raw
         self._read = getattr(raw, "read1", None) or raw.read
-        self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self.pending = b""
+        self.d = self._decompressobj()
+        self.pending = b""  # inflated bytes, handed out from ``taken`` on
+        self.taken = 0
         self.done = False
 
     def readable(self) -> bool:
         return True
+
+    @staticmethod
+    def _decompressobj() -> Any:
+        return rec.INFLATE.decompressobj(16 + zlib.MAX_WBITS)  # type: ignore[attr-defined]
 
     def _step(self) -> None:
         if self.d.unconsumed_tail:
@@ -86,7 +91,7 @@ class _Gunzip(io.RawIOBase):
             if not rest.strip(b"\0"):  # zero padding after the last member
                 self.done = True
                 return
-            self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # another member follows
+            self.d = self._decompressobj()  # another member follows
             self.pending = self.d.decompress(rest, self.STEP)
             return
         data = self._read(self.STEP)
@@ -96,11 +101,12 @@ class _Gunzip(io.RawIOBase):
         self.pending = self.d.decompress(data, self.STEP)
 
     def readinto(self, b: Any) -> int:
-        while not self.pending and not self.done:
+        while self.taken >= len(self.pending) and not self.done:
+            self.pending, self.taken = b"", 0
             self._step()
-        n = min(len(b), len(self.pending))
-        b[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
+        n = min(len(b), len(self.pending) - self.taken)
+        b[:n] = memoryview(self.pending)[self.taken : self.taken + n]  # (one copy, and none of the rest)
+        self.taken += n
         return n
 
 
