@@ -344,6 +344,13 @@ def test_many_sources_same_results(sources: list[str], one_process: list[dict[st
     notes: list[str] = []
     every = list(run_local(sources, max(2, cores()), note=notes.append))
     assert _resets(every) == _resets(one_process)
+    # big.pcap is less than a worker's share of all this: analysed whole by one worker, the others busy
+    assert not any("big.pcap:" in n for n in notes), notes
+    # ...and more than its share beside a small capture: in parts
+    few = [s for s in sources if s.endswith(("big.pcap", "small.pcap"))]
+    assert len(few) == 2
+    notes.clear()
+    assert _resets(list(run_local(few, 2, note=notes.append))) == _resets(list(run_local(few, 1)))
     assert any(n.endswith("ranges") and "big.pcap:" in n for n in notes), notes
 
 

@@ -246,9 +246,12 @@ def run_local(sources: list[str], jobs: int, progress: Callable[[int], None] | N
     try:
         workers = getattr(pool, "n", 1)
         sizes = [source_size(s) for s in sources]
+        total = sum(sizes)
         job_list = []
         for i, (s, size) in enumerate(zip(sources, sizes, strict=True)):
-            if wants_split(s, size, workers):
+            # a file is cut into parts only when it is more than a worker's share of the whole job: a smaller
+            # one keeps one worker busy while the others take the rest (splitting costs a third more CPU)
+            if wants_split(s, size, workers) and size * workers > total:
                 job_list.append((i, _split_file_job(s, workers, with_conns, size, note, encode=encode)))
             else:
                 job_list.append((i, _file_job(s, with_conns, size, encode)))

@@ -578,14 +578,15 @@ def _range_rows(r: ByteRange, frames_before: int, wanted: np.ndarray | None, sha
                         select=(lambda rec: filt["rows"](rec)) if wanted is not None else None) as cap:
             yield iter(cap), cap
         return
-    from whyrst.capture.index import FlowIndex, sorted_member
+    from whyrst.capture.index import FlowIndex
 
     if wanted is None:
         def member(hashes: np.ndarray) -> np.ndarray:
             return np.ones(len(hashes), dtype=bool)
     else:
-        keys = np.union1d(wanted, shared.keys) if shared is not None else wanted
-        member = sorted_member(keys)
+        from whyrst.tcp.prepass import table_member
+
+        member = table_member(*key_table(np.union1d(wanted, shared.keys) if shared is not None else wanted))
 
     def numbered() -> Iterator[Any]:
         for batch in opened.batches(member, engine="numba"):

@@ -752,15 +752,7 @@ class CompiledPrepass:
 
     def rst_member(self) -> Callable[[np.ndarray], np.ndarray]:
         """Flow hashes -> whether each is a RST-bearing flow's (a look-up in the RST tuples' hash table)."""
-        keys, used = self._rsts
-        in_set = self._k.in_set
-
-        def member(hashes: np.ndarray) -> np.ndarray:
-            out = np.zeros(len(hashes), dtype=np.uint8)
-            in_set(np.ascontiguousarray(hashes, dtype=np.uint64), keys, used, out)
-            return out.view(bool)
-
-        return member
+        return table_member(*self._rsts)
 
     def record_filter(self) -> Callable[[Records], np.ndarray | None]:
         """For the second pass: the rows of a batch of raw records that may belong to a RST tuple."""
@@ -804,6 +796,18 @@ class CompiledPrepass:
 
             self._probe_view = _ByHost(version, s0, s1, build)
         return self._probe_view
+
+
+def table_member(keys: np.ndarray, used: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Flow hashes -> whether each is in the open-addressing set ``keys``/``used`` (compiled look-ups)."""
+    in_set = _kernel_module().in_set
+
+    def member(hashes: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(hashes), dtype=np.uint8)
+        in_set(np.ascontiguousarray(hashes, dtype=np.uint64), keys, used, out)
+        return out.view(bool)
+
+    return member
 
 
 def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000,
