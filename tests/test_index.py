@@ -115,3 +115,17 @@ def test_file_changed_between_passes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(ix.FlowIndex, "batches", cut)
     with pytest.raises(CaptureError, match=r"x\.pcap: offset \d+: the file became shorter"):
         analyze(str(path))
+
+
+def test_no_room_for_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temporary file that cannot be written (a full disk): the second pass reads the capture again."""
+    path = tmp_path / "x.pcap"
+    synth.write_bench(str(path), 20_000, 300, 4, False, mix="short")
+    want = analyze(str(path), two_pass=False).to_json()
+
+    def full(*args: object, **kw: object) -> object:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ix, "FLUSH_BYTES", 1 << 12)
+    monkeypatch.setattr(ix.tempfile, "TemporaryFile", full)
+    assert analyze(str(path)).to_json() == want

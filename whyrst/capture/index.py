@@ -23,7 +23,7 @@ import numpy as np
 from whyrst.capture import decode as dec
 from whyrst.capture import records as rec
 from whyrst.capture.batch import Kind, PacketBatch
-from whyrst.errors import CaptureError
+from whyrst.errors import CaptureError, WhyrstError
 
 # The columns of a row, in the order a block stores them (each column of a block is contiguous).
 COLUMNS = (("hash", "<u8"), ("frame", "<i8"), ("offset", "<i8"), ("ts", "<i8"), ("cap", "<u4"), ("wire", "<u4"),
@@ -88,8 +88,8 @@ class FlowIndex:
             raise ValueError("only an index with a named store can be attached elsewhere")
         if self.usable:
             self._flush()
-            if self._file is None:  # (no row at all: an empty store)
-                self._file = open(self.store, "w+b")  # noqa: SIM115 - closed just below
+        if self.usable and self._file is None:  # (no row at all: an empty store)
+            self._file = open(self.store, "w+b")  # noqa: SIM115 - closed just below
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -133,13 +133,18 @@ class FlowIndex:
     def _flush(self) -> None:
         if not self._pending:
             return
-        if self._file is None:  # (closed by close())
-            self._file = (tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
-                          else open(self.store, "w+b"))  # noqa: SIM115
-        for block in self._pending:
-            self._file.write(np.int64(len(block[0])).tobytes())
-            for col in block:
-                col.tofile(self._file)
+        try:
+            if self._file is None:  # (closed by close())
+                self._file = (tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
+                              else open(self.store, "w+b"))  # noqa: SIM115
+            for block in self._pending:
+                self._file.write(np.int64(len(block[0])).tobytes())
+                for col in block:
+                    col.tofile(self._file)
+        except OSError:  # (no room for it: the second pass reads the capture again instead)
+            self.usable = False
+            self.close()
+            return
         self._pending, self._pending_bytes = [], 0
 
     def _blocks(self) -> Iterator[list[np.ndarray]]:
@@ -155,7 +160,7 @@ class FlowIndex:
                 n = int(np.frombuffer(head, dtype="<i8")[0])
                 data = np.empty(n * ROW_BYTES, dtype=np.uint8)  # (writable: the compiled look-up takes no other)
                 if fh.readinto(memoryview(data)) != len(data):
-                    raise StaleIndex(f"{self.path}: its index is cut short")
+                    raise WhyrstError(f"{self.path}: the temporary index of its packets is cut short")
                 block, at = [], 0
                 for _, dtype in COLUMNS:
                     size = n * np.dtype(dtype).itemsize
