@@ -4,9 +4,9 @@ second reads back only the packets of the flows that carry a RST.
 Without it the second pass reads and walks the whole file again to find a few percent of its packets
 (on a capture of 1 GB, more time than everything else the pass does). The index is one row per TCP
 packet (its flow hash, frame number, where its bytes start in the file and the record fields the
-decoder needs): 44 bytes a packet, in blocks of columns in a temporary file, so memory does not grow
-with the capture.
-Only a plain file can be indexed (a gzip file's offsets are in the decompressed stream), and the
+decoder needs): 44 bytes a packet, in blocks of columns in a temporary file (or a file the caller
+names, for another process to read: a range of a file analysed in parts), so memory does not grow with
+the capture. Only a plain file can be indexed (a gzip file's offsets are in the decompressed stream), and the
 index is refused if the file changed between the passes.
 """
 
