@@ -14,7 +14,6 @@ compare the compiled one with). :func:`new_prepass` picks one.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import socket
 from collections import Counter, defaultdict
@@ -456,7 +455,6 @@ def _key64_int(version: int, w0: int, w1: int) -> int:
     return _mix_int(_mix_int(w0 ^ 0x9E3779B97F4A7C15) ^ w1 ^ (version << 40))
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _parse_addr(text: str) -> tuple[int, int, int] | None:
     """(version, w0, w1) of an address as the batches store it (16 bytes, IPv4 in the first 4)."""
     try:  # (the C parser: ipaddress takes 25 µs an address, and every reset names two)
@@ -534,7 +532,8 @@ class _ByHost(Mapping[str, Any]):
             rows = self._rows(*parsed) if parsed is not None else np.empty(0, dtype=np.int64)
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            hit = self._cache[addr] = self._build(rows) if len(rows) else _ABSENT  # (absent hosts are asked again)
+            # (absence is remembered too: the catalog asks of every reset's hosts, most of them never probed)
+            hit = self._cache[addr] = self._build(rows) if len(rows) else _ABSENT
         if hit is _ABSENT:
             raise KeyError(addr)
         return hit
