@@ -48,3 +48,20 @@ def test_conn_state_table():
     assert conn_state(EP.ESTABLISHED, EP.ESTABLISHED, 1, 1, "ShADad") == "S1"
     assert conn_state(EP.CLOSED, EP.INACTIVE, 0, 0, "SF") == "SH"
     assert conn_state(EP.PARTIAL, EP.CLOSED, 0, 0, "^fA") == "SHR"
+
+
+def test_remembered_steps_equal_the_table():
+    """step_for (the tracker's) gives transition's outcome for every combination of control bits,
+    direction and states, whatever the payload length and sequence numbers."""
+    import itertools
+    import random
+
+    from whyrst.tcp.state import step_for
+
+    rng = random.Random(5)
+    for syn, ack, fin, rst, is_orig in itertools.product((False, True), repeat=5):
+        for me, peer in itertools.product(EP, repeat=2):
+            for payload in (0, 1, 1460, 65535):
+                want = transition(Segment(syn, ack, fin, rst, payload, is_orig, rng.randrange(2**32),
+                                          rng.randrange(2**32)), me, peer)
+                assert step_for(syn, ack, fin, rst, payload != 0, is_orig, me, peer) == want

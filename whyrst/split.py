@@ -3,7 +3,7 @@
 ``analyze`` reads a file twice: a vectorized prepass over every packet (host facts, the flow hashes
 that carry a RST, the connection count), then the rows of those flows only, through the tracker and
 the explainer. Here the file is cut into byte ranges at record boundaries
-(:mod:`whyrst.capture.ranges`) and the work goes in four rounds of calls (:mod:`whyrst.pool`):
+(:mod:`whyrst.capture.ranges`) and the work goes in three rounds of calls (:mod:`whyrst.pool`):
 
 1. each range through the prepass (:class:`~whyrst.tcp.prepass.CompiledPrepass`, from empty tables);
    the main process merges the ranges' tables into the one a pass over the whole file makes:
@@ -19,31 +19,32 @@ the explainer. Here the file is cut into byte ranges at record boundaries
      the same runs; only two tied entries of one host in the same run could come out in another
      order, and then the file is analysed by one process.
 
-2. each range again, decoding only the records of RST-carrying flows (every TCP record when every
-   connection is wanted) with the frame numbers of the whole file, split by flow into partitions;
-   and the first packets of shared flows. (Round 2 needs only the flows of the merge: the main
-   process merges the host facts, TTLs and probes, while the processes read.)
-3. each partition through its own :class:`~whyrst.tcp.track.Tracker`: connections never share a
-   flow, so a flow's connections come out as from one tracker fed everything, provided that nothing
-   global intervened. Two things are: sweeps (they end connections whose timers fired, at the
-   latest time seen; a later packet of the same flow would have ended them anyway when time only
-   goes forward) and evictions (a full table). So partitions are used only when the rows' timestamps
-   never go backwards and the connections stay below the table's size; otherwise one partition,
-   which is exactly the one-process tracker. The resets' observations of hosts (ports refused,
-   resets a server sent) are collected per partition and merged.
-4. each partition's resets explained, in the process that tracked them, with the merged host facts;
+2. each partition of the flows (by flow hash) in one process: its rows read back range after range
+   through the ranges' indexes from round 1 (only the RST-carrying flows' packets; every TCP packet
+   when every connection is wanted), decoded with checksums and the frame numbers of the whole file,
+   through its own :class:`~whyrst.tcp.track.Tracker`; and of the flows of the partition a range
+   shares with earlier ranges, the first packets the connection count needs. Connections never
+   share a flow, so a flow's connections come out as from one tracker fed everything, provided that
+   nothing global intervened. Two things are: sweeps (they end connections whose timers fired, at
+   the latest time seen; a later packet of the same flow would have ended them anyway when time only
+   goes forward) and evictions (a full table). So partitions are used only when the file's
+   timestamps never go backwards (round 1 says) and the connections stay below the table's size;
+   otherwise one partition, which is exactly the one-process tracker. The resets' observations of
+   hosts (ports refused, resets a server sent) are collected per partition and merged. (The main
+   process merges the host facts, TTLs and probes, while the processes read.) Rows travel between
+   processes neither way: a partition's process reads them from the file itself.
+3. each partition's resets explained, in the process that tracked them, with the merged host facts;
    when the caller only writes the report as JSON, written as JSON text there too (the main process
    joins the texts: :class:`EncodedReport`).
 
 Whenever a range does not read cleanly (a warning, a damaged block, cuts that were not record
-boundaries), or the file is past the prepass's table limits (where the one-process run forgets
-entries and its counts become approximate), the file is analysed by one process instead: the result
-is then the one-process result by construction.
+boundaries, an index that could not be written), or the file is past the prepass's table limits
+(where the one-process run forgets entries and its counts become approximate), the file is analysed
+by one process instead: the result is then the one-process result by construction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -65,7 +66,7 @@ from whyrst.report.jsontext import EncodedReport, encode_report, encode_resets
 if TYPE_CHECKING:
     from whyrst.capture.index import IndexHandle
 
-ROUND_WEIGHTS = (0.55, 0.3, 0.1, 0.05)  # share of a file's bytes each round stands for, for progress
+ROUND_WEIGHTS = (0.55, 0.4, 0.05)  # share of a file's bytes each round stands for, for progress
 # files smaller than this are analysed whole, and ranges are at least this large (the environment may set
 # them lower, for tests)
 MIN_SPLIT = int(os.environ.get("WHYRST_SPLIT_MIN_BYTES", 48 << 20))
@@ -106,6 +107,8 @@ class RangeFacts:
     records: int
     format: str
     first_ts: int  # the range's first record's time (-1 when it has none)
+    last_ts: int  # its last record's time (-1 when it has none)
+    ordered: bool  # its records' times never go backwards
     problem: str  # why the range cannot be trusted to be whole records of the file ("" when it can)
     tcp: int  # TCP rows
     local: int  # connections the prepass counted in the range on its own
@@ -117,9 +120,10 @@ class RangeFacts:
     index: IndexHandle | None = None  # where the range's TCP packets are, by flow (round 2 reads through it)
 
 
-def prepass_range(r: ByteRange, store: str | None = None) -> RangeFacts:
+def prepass_range(r: ByteRange, store: str | None = None, parts: int = 1) -> RangeFacts:
     """Round 1 (in a worker): the prepass over ``r``, from empty tables; with ``store`` (a file name), also
-    the range's index (see :mod:`whyrst.capture.index`), its frame numbers counted from the range's start."""
+    the range's index (see :mod:`whyrst.capture.index`) in ``parts`` partitions of the flows, its frame
+    numbers counted from the range's start."""
     from whyrst.capture.index import FlowIndex
     from whyrst.tcp.prepass import new_prepass
 
@@ -133,12 +137,17 @@ def prepass_range(r: ByteRange, store: str | None = None) -> RangeFacts:
 
     pre._forget_idle = forget_idle  # type: ignore[method-assign]
     warnings = Warnings()
-    first_ts = -1
-    index = FlowIndex(r.path, store) if store is not None else None
+    first_ts = last_ts = -1
+    ordered = True
+    index = FlowIndex(r.path, store, parts) if store is not None else None
     with open_range(r, frames_before=0, warnings=warnings, engine="numba", checksums=False, payloads=False) as cap:
         for batch in cap:
-            if first_ts < 0 and batch.n:
-                first_ts = int(batch.cols["ts_ns"][0])
+            if batch.n:
+                ts = batch.cols["ts_ns"]
+                if first_ts < 0:
+                    first_ts = int(ts[0])
+                ordered = ordered and int(ts[0]) >= last_ts and not bool((ts[1:] < ts[:-1]).any())
+                last_ts = int(ts[-1])
             hashes = pre.feed(batch)
             if index is not None:
                 index.add(batch, hashes)
@@ -161,8 +170,9 @@ def prepass_range(r: ByteRange, store: str | None = None) -> RangeFacts:
     plive = pused.view(bool)
     probes = (s0[plive], s1[plive], d0[plive], d1[plive], vp[plive])
     handle = index.detach() if index is not None else None
-    return RangeFacts(records, fmt, first_ts, problem, pre.tcp_packets, pre.connections, pre.rst_hashes(), ends,
-                      ttls, probes, pre.answered, handle if handle is not None and handle.usable else None)
+    return RangeFacts(records, fmt, first_ts, last_ts, ordered, problem, pre.tcp_packets, pre.connections,
+                      pre.rst_hashes(), ends, ttls, probes, pre.answered,
+                      handle if handle is not None and handle.usable else None)
 
 
 # -- the merge -------------------------------------------------------------------------------------------
@@ -243,7 +253,7 @@ def merge_flows(facts: list[RangeFacts]) -> Merged:
 
 
 def merge_hosts(facts: list[RangeFacts], merged: Merged) -> None:
-    """The host facts of the merge (probes, TTLs), into ``merged`` (only round 4 reads them)."""
+    """The host facts of the merge (probes, TTLs), into ``merged`` (only round 3 reads them)."""
     _, max_hosts, _ = _limits()
     probes = _unique_rows([f.probes for f in facts])
     if len(probes[0]) > max_hosts:
@@ -478,126 +488,136 @@ def _record_filter(table: tuple[np.ndarray, np.ndarray]) -> Callable[[Any], np.n
     return rows
 
 
-# -- round 2: the rows of the flows that matter, by partition ---------------------------------------------
+# -- round 2: each partition's rows, read from every range's index, through its own tracker -----------------
 
 @dataclass
-class RangeRows:
-    parts: list[Any]  # per partition: one PacketBatch (or None)
-    rows: int
-    first_ts: int  # time of the range's first kept row (-1: none)
-    last_ts: int
-    ordered: bool  # the kept rows' times never go backwards
-    firsts: tuple[np.ndarray, ...]  # per shared flow: first time, first bare-SYN seq (-1), later first SYN (-1)
-    problem: str
+class PartSource:
+    """One range as a partition reads it: where its TCP packets are (its index from round 1), the number of
+    frames before it, and the flows of the partition it shares with the ranges before it (None: none)."""
+
+    index: IndexHandle
+    frames_before: int
+    shared: Shared | None
 
 
-def rows_range(r: ByteRange, frames_before: int, wanted: np.ndarray | None, parts: int,
-               shared: Shared | None, index: IndexHandle | None = None) -> RangeRows:
-    """Round 2 (in a worker): the TCP rows of ``r`` whose flow is in ``wanted`` (every TCP row when None),
-    decoded with checksums as the one-process second pass decodes them, split into ``parts`` by flow;
-    and for each flow the range shares with earlier ranges, what its connection count depends on. With
-    the range's ``index`` from round 1, only those rows are read again; else the range is."""
+@dataclass
+class Tracked:
+    observations: dict[str, dict[Any, Any]]  # what the resets said about hosts (HostView fields)
+    finished: int  # connections the tracker made
+    evicted: int
+    conns: list[dict[str, Any]]  # conn.log records (when wanted)
+    resets: int
+    count_delta: int  # the correction of the ranges' own connection counts for the partition's shared flows
+    problem: str  # why the partition cannot be trusted ("" when it can)
+
+
+def partition(shared: Shared | None, part: int, parts: int) -> Shared | None:
+    """The flows of ``shared`` in partition ``part`` of ``parts`` (flows go to partitions by hash)."""
+    if shared is None or parts == 1:
+        return shared
+    sel = shared.keys % np.uint64(parts) == np.uint64(part)
+    return Shared(shared.keys[sel], shared.last_ts[sel], shared.last_syn[sel], shared.has_syn[sel])
+
+
+def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wanted: np.ndarray | None,
+               source_tag: bytes, with_conns: bool) -> Tracked:
+    """Round 2 (in a worker): the TCP rows of the flows of partition ``part`` (those in ``wanted``; every
+    flow when None), read range after range through the ranges' indexes, decoded with checksums as the
+    one-process second pass decodes them, through one :class:`~whyrst.tcp.track.Tracker`; and for the
+    partition's shared flows, what the connection count depends on (see :func:`_firsts`). The reset
+    contexts stay in this process for :func:`explain_part`."""
+    from whyrst.analysis import observe_contexts
     from whyrst.capture.batch import ACK, SYN, Kind
-    from whyrst.tcp.prepass import INACTIVITY_NS, flow_hashes
-
-    n_shared = len(shared.keys) if shared is not None else 0
-    first_ts = np.full(n_shared, -1, dtype=np.int64)
-    seen = np.zeros(n_shared, dtype=bool)
-    first_sq = np.full(n_shared, -1, dtype=np.int64)
-    later_syn = np.full(n_shared, -1, dtype=np.int64)
-    prev_ts = np.zeros(n_shared, dtype=np.int64)
-    done = np.zeros(n_shared, dtype=bool)
-    # the records decoded: those of wanted flows and of shared flows not settled yet (one table for both,
-    # made again as shared flows settle; rows of settled flows decoded meanwhile are left aside)
-    filt: dict[str, Any] = {"pending": n_shared}
-
-    def make_filter() -> None:
-        keys = wanted
-        if n_shared and not done.all():
-            assert shared is not None
-            keys = np.union1d(wanted, shared.keys[~done]) if wanted is not None and len(wanted) else shared.keys[~done]
-        filt["rows"] = _record_filter(key_table(keys))
-        filt["pending"] = int(np.count_nonzero(~done))
-
-    if wanted is not None and index is None:
-        make_filter()
-
-    warnings = Warnings()
-    pieces: list[list[Any]] = [[] for _ in range(parts)]
-    first = last = -1
-    ordered = True
-    total = 0
-    with _range_rows(r, frames_before, wanted, shared, index, filt, warnings) as (batches, cap):
-        for batch in batches:
-            tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
-            h = flow_hashes(batch, tcp)
-            if n_shared and not done.all():
-                assert shared is not None
-                _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
-                        INACTIVITY_NS, SYN, ACK)
-                settled = filt["pending"] - int(np.count_nonzero(~done))
-                if wanted is not None and index is None and settled and settled >= filt["pending"] // 4:
-                    make_filter()
-            if wanted is not None:
-                keep = np.isin(h, wanted)
-                tcp, h = tcp[keep], h[keep]
-            if len(tcp):
-                ts = batch.cols["ts_ns"][tcp]
-                if first < 0:
-                    first = int(ts[0])
-                elif int(ts[0]) < last:
-                    ordered = False
-                if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
-                    ordered = False
-                last = int(ts[-1])
-                total += len(tcp)
-                part = (h % np.uint64(parts)).astype(np.int64)
-                for p in range(parts):
-                    sel = tcp[part == p]
-                    if len(sel):
-                        pieces[p].append(compact(batch, sel))
-            if cap is not None:
-                progress(cap.bytes_read)
-        problem = cap.problem() if cap is not None else ""
-    if warnings.all():
-        problem = problem or warnings.all()[0]
-    if n_shared and not done.all():
-        problem = problem or "a flow the prepass saw in the range was not found again"
-    return RangeRows([concat(p) for p in pieces], total, first, last, ordered, (first_ts, first_sq, later_syn),
-                     problem)
-
-
-@contextlib.contextmanager
-def _range_rows(r: ByteRange, frames_before: int, wanted: np.ndarray | None, shared: Shared | None,
-                index: IndexHandle | None, filt: dict[str, Any], warnings: Warnings
-                ) -> Iterator[tuple[Iterator[Any], Any]]:
-    """Round 2's batches of ``r`` (and the range's capture, None when they come from its index): through
-    the index, the rows of the wanted and shared flows; else the range read again, its records filtered."""
-    if index is None:
-        with open_range(r, frames_before=frames_before, warnings=warnings, engine="numba",
-                        select=(lambda rec: filt["rows"](rec)) if wanted is not None else None) as cap:
-            yield iter(cap), cap
-        return
     from whyrst.capture.index import FlowIndex
+    from whyrst.causes.features import HostView
+    from whyrst.tcp.prepass import INACTIVITY_NS, flow_hashes, table_member
+    from whyrst.tcp.track import Connection, Tracker
 
-    if wanted is None:
-        def member(hashes: np.ndarray) -> np.ndarray:
-            return np.ones(len(hashes), dtype=bool)
-    else:
-        from whyrst.tcp.prepass import table_member
+    reset_conns: list[Connection] = []
+    records: list[dict[str, Any]] = []
+    made = 0
 
-        member = table_member(*key_table(np.union1d(wanted, shared.keys) if shared is not None else wanted))
+    def finished(conn: Connection) -> None:
+        nonlocal made
+        made += 1
+        if conn.resets:
+            reset_conns.append(conn)
+        if with_conns:
+            records.append(conn.zeek_record())
 
-    def numbered() -> Iterator[Any]:
-        for batch in opened.batches(member, engine="numba"):
-            batch.cols["frame"] += frames_before  # (the index numbers the range's records from 1)
-            yield batch
+    in_wanted = table_member(*key_table(wanted)) if wanted is not None else None
 
-    opened = FlowIndex.attach(index)
-    try:
-        yield numbered(), None
-    finally:
-        opened.close()
+    def mine(hashes: np.ndarray) -> np.ndarray:  # (the partition's index files hold only its flows)
+        return in_wanted(hashes) if in_wanted is not None else np.ones(len(hashes), dtype=bool)
+
+    tracker = Tracker(finished, source_tag=source_tag)
+    delta, problem = 0, ""
+    for src in sources:
+        shared = src.shared
+        n_shared = len(shared.keys) if shared is not None else 0
+        seen = np.zeros(n_shared, dtype=bool)
+        done = np.zeros(n_shared, dtype=bool)
+        first_ts, first_sq, later_syn, prev_ts = (np.full(n_shared, -1, dtype=np.int64) for _ in range(4))
+        member = _with_shared_firsts(mine, shared) if shared is not None and n_shared else mine
+        # one partition of one: every partition of the index, merged in capture order
+        if parts != 1 and src.index.parts != parts:
+            raise ValueError(f"the index has {src.index.parts} partitions, not {parts}")
+        opened = FlowIndex.attach(src.index, range(src.index.parts) if parts == 1 else (part,))
+        try:
+            for batch in opened.batches(member, engine="numba"):
+                batch.cols["frame"] += src.frames_before  # (the index numbers the range's records from 1)
+                tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+                h = flow_hashes(batch, tcp)
+                if n_shared and not done.all():
+                    assert shared is not None
+                    _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
+                            INACTIVITY_NS, SYN, ACK)
+                    if in_wanted is not None:  # (rows read only for the count)
+                        keep = np.zeros(batch.n, dtype=bool)
+                        keep[tcp[in_wanted(h)]] = True
+                        batch = batch.select(keep)
+                tracker.feed(batch)
+        finally:
+            opened.close()
+        if n_shared:
+            assert shared is not None
+            if not done.all():
+                problem = problem or "a flow the prepass saw in the range was not found again"
+            delta += _count_delta(shared, first_ts, first_sq, later_syn)
+    tracker.close()
+    seen_hosts = HostView()
+    contexts = observe_contexts(reset_conns, seen_hosts)
+    state()[(job, part)] = contexts
+    import gc
+
+    gc.freeze()  # (kept until round 3: the collector need not walk them meanwhile)
+    return Tracked(_observations(seen_hosts), made, tracker.evicted, records, len(contexts), delta, problem)
+
+
+def _with_shared_firsts(member: Callable[[np.ndarray], np.ndarray], shared: Shared
+                        ) -> Callable[[np.ndarray], np.ndarray]:
+    """``member`` (the wanted flows) plus what :func:`_firsts` reads of the shared flows: each one's first
+    row in the range, and every row of those whose range has a bare SYN (their first bare SYN and the
+    row before it). The index is read in order, a block at a time, so "first" is kept across calls.
+
+    Without this, every row of every shared flow would be read and decoded: with long connections, most
+    of a range's packets (a range's first packets belong to the flows open when it starts)."""
+    keys, every_row = shared.keys, shared.has_syn
+    seen = np.zeros(len(keys), dtype=bool)
+
+    def with_firsts(hashes: np.ndarray) -> np.ndarray:
+        keep = member(hashes).copy()
+        at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
+        rows = np.flatnonzero(keys[at] == hashes)
+        k = at[rows]
+        keep[rows[every_row[k]]] = True
+        flows, first = np.unique(k, return_index=True)
+        new = ~seen[flows]
+        keep[rows[first[new]]] = True
+        seen[flows] = True
+        return keep
+
+    return with_firsts
 
 
 def _firsts(batch: Any, tcp: np.ndarray, h: np.ndarray, shared: Shared, seen: np.ndarray, first_ts: np.ndarray,
@@ -633,104 +653,19 @@ def _firsts(batch: Any, tcp: np.ndarray, h: np.ndarray, shared: Shared, seen: np
             prev_ts[k] = t
 
 
-def connections(merged: Merged, rows: list[RangeRows]) -> int:
-    """The whole file's connection count: the ranges' own counts, corrected where a range's first packets
-    of a flow follow what earlier ranges saw of it."""
+def _count_delta(shared: Shared, b_first_ts: np.ndarray, b_first_sq: np.ndarray, b_later: np.ndarray) -> int:
+    """How the shared flows change the ranges' own connection counts: a range's first packet of a flow, or
+    its first bare SYN, starts a connection only if it would have in a pass over the whole file."""
     from whyrst.tcp.prepass import INACTIVITY_NS
 
-    total = merged.local
-    for sh, got in zip(merged.shared, rows, strict=True):
-        if sh is None or not len(sh.keys):
-            continue
-        b_first_ts, b_first_sq, b_later = got.firsts
-        a_ts, a_syn = sh.last_ts, sh.last_syn
-        new_first = (a_ts < 0) | (b_first_ts - a_ts >= INACTIVITY_NS) | (
-            (b_first_sq >= 0) & (a_syn >= 0) & (b_first_sq != a_syn))
-        syn_later = (b_later >= 0) & (a_syn >= 0) & (b_later != a_syn)
-        total += int(np.count_nonzero(new_first)) - len(sh.keys) + int(np.count_nonzero(syn_later))
-    return total
+    a_ts, a_syn = shared.last_ts, shared.last_syn
+    new_first = (a_ts < 0) | (b_first_ts - a_ts >= INACTIVITY_NS) | (
+        (b_first_sq >= 0) & (a_syn >= 0) & (b_first_sq != a_syn))
+    syn_later = (b_later >= 0) & (a_syn >= 0) & (b_later != a_syn)
+    return int(np.count_nonzero(new_first)) - len(shared.keys) + int(np.count_nonzero(syn_later))
 
 
-def compact(batch: Any, rows: np.ndarray) -> Any:
-    """The given rows of a batch with their own copy of their captured payload bytes (not the batch's
-    whole buffer), so they travel between processes cheaply."""
-    from whyrst.capture.batch import PacketBatch
-
-    cols = {k: v[rows] for k, v in batch.cols.items()}
-    off = cols["payload_off"].astype(np.int64)
-    cap = cols["payload_cap"].astype(np.int64)
-    total = int(cap.sum())
-    starts = np.cumsum(cap) - cap
-    if total:
-        idx = np.repeat(off - starts, cap) + np.arange(total, dtype=np.int64)
-        data = np.frombuffer(batch.data, dtype=np.uint8)[idx].tobytes()
-    else:
-        data = b""
-    cols["payload_off"] = starts.astype(cols["payload_off"].dtype)
-    return PacketBatch(len(rows), cols, batch.src[rows], batch.dst[rows], data)
-
-
-def concat(batches: list[Any]) -> Any:
-    from whyrst.capture.batch import PacketBatch
-
-    if not batches:
-        return None
-    if len(batches) == 1:
-        return batches[0]
-    base = np.cumsum([0] + [len(b.data) for b in batches[:-1]])
-    cols = {}
-    for name in batches[0].cols:
-        parts = [b.cols[name] for b in batches]
-        if name == "payload_off":
-            parts = [p + np.asarray(o, dtype=p.dtype) for p, o in zip(parts, base, strict=True)]
-        cols[name] = np.concatenate(parts)
-    return PacketBatch(sum(b.n for b in batches), cols, np.concatenate([b.src for b in batches]),
-                       np.concatenate([b.dst for b in batches]), b"".join(bytes(b.data) for b in batches))
-
-
-# -- rounds 3 and 4: tracking and explaining, per partition -------------------------------------------------
-
-@dataclass
-class Tracked:
-    observations: dict[str, dict[Any, Any]]  # what the resets said about hosts (HostView fields)
-    finished: int  # connections the tracker made
-    evicted: int
-    conns: list[dict[str, Any]]  # conn.log records (when wanted)
-    resets: int
-
-
-def track_part(job: Any, part: int, batches: list[Any], source_tag: bytes, with_conns: bool) -> Tracked:
-    """Round 3 (in a worker): one partition's rows through a tracker; its reset contexts stay in this
-    process for :func:`explain_part`."""
-    from whyrst.analysis import observe_contexts
-    from whyrst.causes.features import HostView
-    from whyrst.tcp.track import Connection, Tracker
-
-    reset_conns: list[Connection] = []
-    records: list[dict[str, Any]] = []
-    made = 0
-
-    def finished(conn: Connection) -> None:
-        nonlocal made
-        made += 1
-        if conn.resets:
-            reset_conns.append(conn)
-        if with_conns:
-            records.append(conn.zeek_record())
-
-    tracker = Tracker(finished, source_tag=source_tag)
-    for b in batches:
-        if b is not None:
-            tracker.feed(b)
-    tracker.close()
-    seen = HostView()
-    contexts = observe_contexts(reset_conns, seen)
-    state()[(job, part)] = contexts
-    import gc
-
-    gc.freeze()  # (kept until round 4: the collector need not walk them meanwhile)
-    return Tracked(_observations(seen), made, tracker.evicted, records, len(contexts))
-
+# -- round 3: explaining, per partition --------------------------------------------------------------------
 
 def _observations(view: Any) -> dict[str, dict[Any, Any]]:
     """The fields of a HostView that observing resets filled (mappings to sets, lists or counters)."""
@@ -768,7 +703,7 @@ def _merge_observations(parts: list[dict[str, dict[Any, Any]]]) -> dict[str, dic
 
 def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observations: dict[str, dict[Any, Any]],
                  keep_ladders: bool, encode: bool = False, indent: int | None = None) -> tuple[list[Any], Any]:
-    """Round 4 (in the worker that tracked the partition): its resets explained with the whole file's
+    """Round 3 (in the worker that tracked the partition): its resets explained with the whole file's
     host facts (``hosts``: the TTL table, probes and first time, sent with the first partition of each
     process; the others find them in the process). Returned as the resets and their ladders, or with
     ``encode`` as their frames and their JSON texts (see :class:`EncodedReport`)."""
@@ -858,14 +793,15 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
     note(f"{path}: {len(p.ranges)} ranges")
 
     # round 1
-    facts = yield from _prepass_round(p, weights[0], priority, stores)
+    parts = max(1, 2 * workers)  # (partitions of the flows, for round 2: the ranges' indexes are written so)
+    facts = yield from _prepass_round(p, weights[0], priority, stores, parts)
     if isinstance(facts, str):
         if any(r.frames_before < 0 for r in p.ranges):  # cuts found by resynchronising: walk every record
             note(f"{path}: {facts}; walking every record to cut it again")
             p = plan(path, workers, exact=True)
             if len(p.ranges) < 2:
                 return (yield from whole(p.reason or facts))
-            facts = yield from _prepass_round(p, 0, priority, stores)
+            facts = yield from _prepass_round(p, 0, priority, stores, parts)
         if isinstance(facts, str):
             return (yield from whole(facts))
     try:
@@ -875,62 +811,55 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
     hosts_merged = meanwhile(merge_hosts, facts, merged)  # (while the processes read round 2)
 
     # round 2
+    missing = next((i for i, f in enumerate(facts) if f.index is None), None)
+    if missing is not None:  # (its store could not be written: a full disk)
+        return (yield from whole(f"range {missing + 1}: its index could not be written"))
     wanted = None if with_conns else merged.rst
-    parts = max(1, 2 * workers)
-    calls = yield [Call(rows_range, (r, fb, wanted, parts, sh, f.index), weight=weights[1] * r.size // size,
-                        priority=priority)
-                   for r, fb, sh, f in zip(p.ranges, merged.frames_before, merged.shared, facts, strict=True)]
+    with_records = [f for f in facts if f.records]
+    ordered = all(f.ordered for f in with_records) and all(
+        a.last_ts <= b.first_ts for a, b in itertools.pairwise(with_records))
+    if not ordered:
+        note(f"{path}: one tracker (time goes backwards)")
+        parts = 1
+    tag = path.encode()
+    calls = yield [Call(track_part, (job, i, parts, [PartSource(f.index, fb, partition(sh, i, parts))
+                                                     for f, fb, sh in zip(facts, merged.frames_before,
+                                                                          merged.shared, strict=True)],
+                                     wanted, tag, with_conns),
+                        weight=weights[1] // parts, priority=priority) for i in range(parts)]
+    tracked: list[Tracked] = [c.value for c in calls if c.ok]
     failed = next((c.error or c.value.problem for c in calls if not c.ok or c.value.problem), "")
-    if failed:
-        return (yield from whole(failed))
-    got: list[RangeRows] = [c.value for c in calls]
+    _, _, max_conns = _limits()
+    if not failed and (sum(t.evicted for t in tracked) or sum(t.finished for t in tracked) >= max_conns):
+        failed = "the connection table would have filled"
     try:
+        if failed:
+            raise Fallback(failed)
         hosts_merged.result()
         if merged.ttl_table is None:  # the order in which TTLs first appear decides: find it
             note(f"{path}: tied TTLs: finding the order in which they first appear")
-            calls = yield [Call(ttl_order, (r,), priority=priority) for r in p.ranges]
-            failed = next((c.error for c in calls if not c.ok), "")
+            orders = yield [Call(ttl_order, (r,), priority=priority) for r in p.ranges]
+            failed = next((c.error for c in orders if not c.ok), "")
             if failed:
                 raise Fallback(failed)
-            merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in calls])
+            merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in orders])
     except Fallback as e:
-        return (yield from whole(str(e)))
-    count = connections(merged, got)
-    rows = sum(g.rows for g in got)
-    _, _, max_conns = _limits()
-    with_rows = [g for g in got if g.rows]
-    ordered = all(g.ordered for g in with_rows) and all(
-        a.last_ts <= b.first_ts for a, b in itertools.pairwise(with_rows))
-    if not ordered or rows >= max_conns:
-        note(f"{path}: one tracker ({'time goes backwards' if not ordered else 'many rows'})")
-        by_part = [[b for g in got for b in g.parts if b is not None]]
-    else:
-        by_part = [[g.parts[i] for g in got if g.parts[i] is not None] for i in range(parts)]
-
-    # round 3
-    tag = path.encode()
-    calls = yield [Call(track_part, (job, i, batches, tag, with_conns), weight=weights[2] // len(by_part),
-                        priority=priority) for i, batches in enumerate(by_part)]
-    failed = next((c.error for c in calls if not c.ok), "")
-    tracked: list[Tracked] = [c.value for c in calls if c.ok]
-    if not failed and (sum(t.evicted for t in tracked) or sum(t.finished for t in tracked) >= max_conns):
-        failed = "the connection table would have filled"
-    if failed:
         yield [Call(forget_part, (job, i), worker=c.ran_on) for i, c in enumerate(calls) if c.ok]
-        return (yield from whole(failed))
+        return (yield from whole(str(e)))
+    count = merged.local + sum(t.count_delta for t in tracked)
     workers_of = [c.ran_on for c in calls]
 
-    # round 4
+    # round 3
     observations = _merge_observations([t.observations for t in tracked])
     hosts = (merged.ttl_table, merged.probes, merged.answered, merged.first_ts)
     sent: set[int] = set()
     explain_calls = []
-    for i in range(len(by_part)):
+    for i in range(parts):
         first = workers_of[i] not in sent
         sent.add(workers_of[i])
         explain_calls.append(Call(explain_part, (job, i, hosts if first else None, observations if first else {},
                                                  keep_ladders, encode, indent),
-                                  worker=workers_of[i], weight=weights[3] // len(by_part), priority=priority))
+                                  worker=workers_of[i], weight=weights[2] // parts, priority=priority))
     calls = yield explain_calls
     failed = next((c.error for c in calls if not c.ok), "")
     if failed:
@@ -947,14 +876,15 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
                   resets=resets, warnings=[], ladders=ladders, conns=conns)
 
 
-def _prepass_round(p: Plan, weight: int, priority: int, stores: str | None) -> Iterator[list[Call]]:
+def _prepass_round(p: Plan, weight: int, priority: int, stores: str | None, parts: int = 1
+                   ) -> Iterator[list[Call]]:
     """Round 1 over a plan's ranges: their facts, or why they cannot be trusted. Their indexes go into the
-    folder ``stores`` (None: no index)."""
+    folder ``stores`` (None: no index), in ``parts`` partitions."""
     def store(i: int) -> str | None:
         return os.path.join(stores, f"range-{i}.index") if stores is not None else None
 
-    calls = yield [Call(prepass_range, (r, store(i)), weight=weight * r.size // max(p.size, 1), priority=priority)
-                   for i, r in enumerate(p.ranges)]
+    calls = yield [Call(prepass_range, (r, store(i), parts), weight=weight * r.size // max(p.size, 1),
+                        priority=priority) for i, r in enumerate(p.ranges)]
     for i, c in enumerate(calls):
         if not c.ok:
             return f"range {i + 1}: {c.error}"

@@ -4,9 +4,10 @@ second reads back only the packets of the flows that carry a RST.
 Without it the second pass reads and walks the whole file again to find a few percent of its packets
 (on a capture of 1 GB, more time than everything else the pass does). The index is one row per TCP
 packet (its flow hash, frame number, where its bytes start in the file and the record fields the
-decoder needs): 44 bytes a packet, in blocks of columns in a temporary file (or a file the caller
-names, for another process to read: a range of a file analysed in parts), so memory does not grow with
-the capture. Only a plain file can be indexed (a gzip file's offsets are in the decompressed stream), and the
+decoder needs): 44 bytes a packet, in blocks of columns in a temporary file (or files the caller
+names, for other processes to read: a range of a file analysed in parts, its rows written by partition
+of the flows so that each partition's process reads only its own), so memory does not grow with the
+capture. Only a plain file can be indexed (a gzip file's offsets are in the decompressed stream), and the
 index is refused if the file changed between the passes.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -57,6 +58,7 @@ class IndexHandle:
     store: str
     rows: int
     usable: bool
+    parts: int = 1  # partitions of the flows (by hash), each in its own file (see FlowIndex.part_store)
 
 
 class StaleIndex(Exception):
@@ -72,37 +74,52 @@ class FlowIndex:
     """:meth:`add` every batch of a capture read with ``payloads=False`` and its TCP rows' flow hashes;
     then :meth:`batches` gives back, decoded, only the packets of the wanted flows, in capture order."""
 
-    def __init__(self, path: str, store: str | None = None) -> None:
+    def __init__(self, path: str, store: str | None = None, parts: int = 1) -> None:
         self.path = path
         self.identity = _identity(path)
         self.rows = 0
         self.usable = True  # False once a batch came without file offsets
-        self.store = store  # where the rows go: a file of this name, or (None) an anonymous temporary file
-        self._pending: list[list[np.ndarray]] = []
+        # where the rows go: files of this name (see part_store), or (None) an anonymous temporary file
+        self.store = store
+        if parts > 1 and store is None:
+            raise ValueError("an index in partitions needs a named store")
+        self.parts = parts
+        self._pending: list[list[list[np.ndarray]]] = [[] for _ in range(parts)]
         self._pending_bytes = 0
-        self._file: IO[bytes] | None = None
+        self._files: list[IO[bytes] | None] = [None] * parts
+        self._reading = [0]  # the partitions batches() reads
+
+    @staticmethod
+    def part_store(store: str, part: int, parts: int) -> str:
+        return store if parts == 1 else f"{store}.{part}"
 
     def detach(self) -> IndexHandle:
-        """All the rows in the store file, for :meth:`attach` in another process (needs a named store)."""
+        """All the rows in the store files, for :meth:`attach` in other processes (needs a named store)."""
         if self.store is None:
             raise ValueError("only an index with a named store can be attached elsewhere")
         if self.usable:
             self._flush()
-        if self.usable and self._file is None:  # (no row at all: an empty store)
-            self._file = open(self.store, "w+b")  # noqa: SIM115 - closed just below
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        return IndexHandle(self.path, self.identity, self.store, self.rows, self.usable)
+        for part, fh in enumerate(self._files):
+            if self.usable and fh is None:  # (no row at all: an empty store)
+                fh = open(self.part_store(self.store, part, self.parts), "w+b")  # noqa: SIM115 - closed below
+            if fh is not None:
+                fh.close()
+        self._files = [None] * self.parts
+        return IndexHandle(self.path, self.identity, self.store, self.rows, self.usable, self.parts)
 
     @classmethod
-    def attach(cls, handle: IndexHandle) -> FlowIndex:
-        """The index a process detached (its store file is read, not removed: its owner removes it)."""
+    def attach(cls, handle: IndexHandle, parts: Sequence[int] = (0,)) -> FlowIndex:
+        """Partitions ``parts`` of the index a process detached, read as one in capture order (its store
+        files are read, not removed: their owner removes them)."""
         index = cls.__new__(cls)
         index.path, index.identity, index.store = handle.path, handle.identity, handle.store
-        index.rows, index.usable = handle.rows, handle.usable
-        index._pending, index._pending_bytes = [], 0
-        index._file = open(handle.store, "rb") if handle.usable else None  # noqa: SIM115 - closed by close()
+        index.rows, index.usable, index.parts = handle.rows, handle.usable, handle.parts
+        index._pending, index._pending_bytes = [[] for _ in range(handle.parts)], 0
+        index._files = [None] * handle.parts
+        index._reading = list(parts)
+        if handle.usable:
+            for part in parts:
+                index._files[part] = open(cls.part_store(handle.store, part, handle.parts), "rb")  # noqa: SIM115
         return index
 
     def add(self, batch: PacketBatch, tcp_hashes: np.ndarray) -> None:
@@ -124,33 +141,72 @@ class FlowIndex:
                 "wire": c["wire_len"], "link": c["link_type"], "iface": c["iface"]}
         block = [np.ascontiguousarray(cols[name] if name == "hash" or every else cols[name][tcp], dtype=dtype)
                  for name, dtype in COLUMNS]
-        self._pending.append(block)
+        if self.parts == 1:
+            self._pending[0].append(block)
+        else:
+            part = tcp_hashes % np.uint64(self.parts)
+            for q in range(self.parts):
+                sel = np.flatnonzero(part == np.uint64(q))
+                if len(sel):
+                    self._pending[q].append([col[sel] for col in block])
         self._pending_bytes += ROW_BYTES * len(tcp_hashes)
         self.rows += len(tcp_hashes)
         if self._pending_bytes >= FLUSH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending_bytes:
             return
         try:
-            if self._file is None:  # (closed by close())
-                self._file = (tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
-                              else open(self.store, "w+b"))  # noqa: SIM115
-            for block in self._pending:
-                self._file.write(np.int64(len(block[0])).tobytes())
-                for col in block:
-                    col.tofile(self._file)
+            for part, blocks in enumerate(self._pending):
+                if not blocks:
+                    continue
+                fh = self._files[part]
+                if fh is None:  # (closed by close())
+                    fh = self._files[part] = (
+                        tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
+                        else open(self.part_store(self.store, part, self.parts), "w+b"))  # noqa: SIM115
+                for block in blocks:
+                    fh.write(np.int64(len(block[0])).tobytes())
+                    for col in block:
+                        col.tofile(fh)
         except OSError:  # (no room for it: the second pass reads the capture again instead)
             self.usable = False
             self.close()
             return
-        self._pending, self._pending_bytes = [], 0
+        self._pending, self._pending_bytes = [[] for _ in range(self.parts)], 0
 
     def _blocks(self) -> Iterator[list[np.ndarray]]:
-        """Every block of rows: from the temporary file, then those still in memory."""
-        if self._file is not None:
-            fh = self._file
+        """The blocks of rows of the partitions read, in capture order: each partition's rows are, so
+        they are merged a block at a time (up to the frame where the first of the current blocks ends)."""
+        sources = [self._part_blocks(part) for part in self._reading]
+        if len(sources) == 1:
+            yield from sources[0]
+            return
+        held: list[list[np.ndarray] | None] = [None] * len(sources)
+        while True:
+            for q, blocks in enumerate(sources):
+                if held[q] is None:
+                    held[q] = next(blocks, None)
+            live = [block for block in held if block is not None]
+            if not live:
+                return
+            bound = min(int(block[1][-1]) for block in live)  # (column 1: the frame number)
+            taken = []
+            for q, block in enumerate(held):
+                if block is None:
+                    continue
+                upto = int(np.searchsorted(block[1], bound, "right"))
+                taken.append([col[:upto] for col in block])
+                held[q] = [col[upto:] for col in block] if upto < len(block[1]) else None
+            merged = [np.concatenate(cols) for cols in zip(*taken, strict=True)]
+            order = np.argsort(merged[1], kind="stable")
+            yield [col[order] for col in merged]
+
+    def _part_blocks(self, part: int) -> Iterator[list[np.ndarray]]:
+        """Every block of rows of one partition: from its file, then those still in memory."""
+        fh = self._files[part]
+        if fh is not None:
             fh.flush()
             fh.seek(0)
             while True:
@@ -167,7 +223,7 @@ class FlowIndex:
                     block.append(data[at : at + size].view(dtype))
                     at += size
                 yield block
-        yield from self._pending
+        yield from self._pending[part]
 
     def batches(self, member: Member, *, engine: str = "auto", checksums: bool = True,
                 batch_size: int = 65536) -> Iterator[PacketBatch]:
@@ -236,10 +292,12 @@ class FlowIndex:
         return batch
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._pending = []
+        for fh in self._files:
+            if fh is not None:
+                fh.close()
+        self._files = [None] * self.parts
+        self._pending = [[] for _ in range(self.parts)]
+        self._pending_bytes = 0
 
     def __enter__(self) -> FlowIndex:
         return self

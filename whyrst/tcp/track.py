@@ -24,7 +24,19 @@ import numpy as np
 
 from whyrst.capture.batch import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Kind, PacketBatch, address_text
 from whyrst.tcp.seq import seq_delta, unwrap
-from whyrst.tcp.state import EP, HANDSHAKE, Segment, conn_state, transition
+from whyrst.tcp.state import (
+    CLOSED,
+    EP,
+    ESTABLISHED,
+    HANDSHAKE,
+    INACTIVE,
+    PARTIAL,
+    RESET,
+    SYN_ACK_SENT,
+    SYN_SENT,
+    conn_state,
+    step_for,
+)
 from whyrst.tcp.zeek import (
     ATTEMPT_DELAY,
     CLOSE_DELAY,
@@ -53,6 +65,8 @@ MAX_HALF_OPEN = 50_000
 # needs packets beyond the handshake) or from a very large vantage point (raise it with max_connections).
 MAX_CONNECTIONS = 200_000
 _SYN_TIMEOUT_NS = int(SYN_TIMEOUT * NS)
+_LINGER_NS = int(CONNECTION_LINGER * NS)
+_SESSION_TIMER_NS = int(SESSION_TIMER * NS)
 HEAD_PACKETS = 6  # packets kept from the start of a connection (the handshake)
 RING_PACKETS = 24  # latest packets kept for evidence
 AFTER_PACKETS = 8  # packets kept after a RST
@@ -194,8 +208,8 @@ class Endpoint:
         self.addr = addr
         self.port = port
         self.is_orig = is_orig
-        self.state = EP.INACTIVE
-        self.prev_state = EP.INACTIVE
+        self.state = INACTIVE
+        self.prev_state = INACTIVE
         self.start64 = self.last64 = self.ack64 = 0
         self.did_close = False
         self.fin_cnt = self.rst_cnt = 0
@@ -232,7 +246,7 @@ class Endpoint:
 
     def size(self, peer: Endpoint) -> int:
         """Zeek's endpoint size: bytes of sequence space sent, less SYN and FIN."""
-        if (self.prev_state == EP.SYN_SENT and self.state == EP.RESET and peer.state == EP.INACTIVE
+        if (self.prev_state == SYN_SENT and self.state == RESET and peer.state == INACTIVE
                 and self.ack64 > self.start64 + 1):
             return 0
         size = max(self.last64, self.ack64) - self.start64
@@ -562,13 +576,13 @@ class Tracker:
             return False
         conn_orig = conn.orig
         if flags & ACK:
-            if conn.orig.state != EP.INACTIVE:
+            if conn.orig.state != INACTIVE:
                 return False
             conn_orig = conn.resp
         if not (conn.orig.did_close or conn.resp.did_close):
             if seq == (conn_orig.start64 & 0xFFFFFFFF):
                 return False
-            if (not (flags & ACK) and conn_orig.state == EP.SYN_ACK_SENT and conn.resp.state == EP.INACTIVE
+            if (not (flags & ACK) and conn_orig.state == SYN_ACK_SENT and conn.resp.state == INACTIVE
                     and seq == (conn.resp.start64 & 0xFFFFFFFF)):
                 return False
         return True
@@ -578,17 +592,19 @@ class Tracker:
         o, r = conn.orig, conn.resp
         if conn.close_delete_ns >= 0 and ts >= conn.close_delete_ns:
             return True
-        if (conn.attempt_ns >= 0 and ts >= conn.attempt_ns and o.state in (EP.SYN_SENT, EP.SYN_ACK_SENT)
-                and r.state == EP.INACTIVE):
+        if (conn.attempt_ns >= 0 and ts >= conn.attempt_ns and o.state in (SYN_SENT, SYN_ACK_SENT)
+                and r.state == INACTIVE):
             return True
         if ts - conn.last_ns >= conn.inactivity_ns:
             return True
-        linger = conn.last_ns + int(CONNECTION_LINGER * NS)
+        linger = conn.last_ns + _LINGER_NS
+        if ts <= linger:
+            return False
         closable = ((o.did_close or r.did_close) and (
-            (o.did_close and r.did_close) or EP.RESET in (o.state, r.state) or EP.INACTIVE in (o.state, r.state)
-        )) or (o.state == EP.INACTIVE and r.state == EP.INACTIVE)
-        if closable and ts > linger:
-            step = int(SESSION_TIMER * NS)
+            (o.did_close and r.did_close) or RESET in (o.state, r.state) or INACTIVE in (o.state, r.state)
+        )) or (o.state == INACTIVE and r.state == INACTIVE)
+        if closable:
+            step = _SESSION_TIMER_NS
             for origin in conn.expire_origins:
                 # first firing of this timer chain strictly after the linger time
                 k = 0 if origin > linger else (linger - origin) // step + 1
@@ -703,7 +719,7 @@ class Tracker:
 
         rel_ack = 0
         if ack:
-            if peer.state == EP.INACTIVE:
+            if peer.state == INACTIVE:
                 rel_ack = 1
                 peer.init_seq((ack_no - 1) & 0xFFFFFFFF, (ack_no - 1) & 0xFFFFFFFF)
             else:
@@ -719,17 +735,17 @@ class Tracker:
         ep.last_ns = ts
 
         sender_state, peer_state = ep.state, peer.state
-        step = transition(Segment(syn, ack, fin, rst, length, is_orig, seq, ack_no), ep.state, peer.state)
+        step = step_for(syn, ack, fin, rst, length != 0, is_orig, ep.state, peer.state)
         if step.me != ep.state and step.me not in HANDSHAKE and ep.state in HANDSHAKE and peer.state in HANDSHAKE:
             conn.inactivity_ns = int(INACTIVITY_TIMEOUT * NS)
-        if ep.state == EP.INACTIVE and syn and is_orig and conn.attempt_ns < 0:
+        if ep.state == INACTIVE and syn and is_orig and conn.attempt_ns < 0:
             conn.attempt_ns = ts + int(ATTEMPT_DELAY * NS)
-        if sender_state == EP.INACTIVE and step.me == EP.ESTABLISHED and not syn:
+        if sender_state == INACTIVE and step.me == ESTABLISHED and not syn:
             conn.is_partial = False  # missed only the SYN: Zeek treats it as established
         ep.set_state(step.me)
         if step.revive_peer:
-            if peer.state == EP.RESET and peer.prev_state == EP.CLOSED:
-                peer.set_state(EP.CLOSED)
+            if peer.state == RESET and peer.prev_state == CLOSED:
+                peer.set_state(CLOSED)
         else:
             peer.set_state(step.peer)
 
@@ -739,7 +755,7 @@ class Tracker:
         if length > 0 and not rst and not underflow and cols["payload_cap"][i] >= length:
             self._data_sent(ep, rel_seq + 1 if syn else rel_seq, length)
 
-        close = step.close and not (sender_state == EP.CLOSED and ep.did_close)
+        close = step.close and not (sender_state == CLOSED and ep.did_close)
         if close:
             self._connection_closed(conn, ep, peer)
         if step.flip:
@@ -801,16 +817,16 @@ class Tracker:
     @staticmethod
     def _init_endpoint(ep: Endpoint, syn: bool, seq: int, seq_past: int) -> None:
         st = ep.state
-        if st == EP.INACTIVE:
+        if st == INACTIVE:
             if syn:
                 ep.init_seq(seq, seq_past)
             else:
                 ep.init_seq((seq - 1) & 0xFFFFFFFF, seq)
-        elif st in (EP.SYN_SENT, EP.SYN_ACK_SENT, EP.ESTABLISHED, EP.PARTIAL):
+        elif st in (SYN_SENT, SYN_ACK_SENT, ESTABLISHED, PARTIAL):
             # A SYN inside a connection restarts its numbering: Zeek guesses the first one failed.
-            if syn and (st in (EP.ESTABLISHED, EP.PARTIAL) or seq != (ep.start64 & 0xFFFFFFFF)):
+            if syn and (st in (ESTABLISHED, PARTIAL) or seq != (ep.start64 & 0xFFFFFFFF)):
                 ep.init_seq(seq, seq_past)
-        elif st == EP.RESET and syn and ep.prev_state == EP.INACTIVE:
+        elif st == RESET and syn and ep.prev_state == INACTIVE:
             ep.init_seq(seq, seq_past)
 
     @staticmethod
@@ -844,7 +860,7 @@ class Tracker:
 
     @staticmethod
     def _update_window(conn: Connection, ep: Endpoint, peer: Endpoint, win: int, rst: bool) -> None:
-        if (win << ep.window_scale) == 0 and not rst and peer.state != EP.CLOSED and ep.state != EP.RESET:
+        if (win << ep.window_scale) == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
             ep.win0_cnt, ep.win0_thresh, hit = _scaled(ep.win0_cnt, ep.win0_thresh)
             if hit:
                 conn.add_history("W", ep.is_orig)
@@ -857,7 +873,7 @@ class Tracker:
             pass
         elif fin and ep.last64 == ep.start64 + 1:
             ep.last64 = unwrap(seq_past, ep.last64)
-        elif ep.state == EP.RESET:
+        elif ep.state == RESET:
             pass
         elif delta > 0:
             ep.last64 = unwrap(seq_past, ep.last64)
@@ -910,7 +926,7 @@ class Tracker:
         partial_start = rel_ack <= 2 and conn.is_partial
         if not partial_start:
             ep, peer = sender, (conn.resp if sender is conn.orig else conn.orig)
-            clean = all(e.state == EP.ESTABLISHED or (e.state == EP.CLOSED and e.prev_state == EP.ESTABLISHED)
+            clean = all(e.state == ESTABLISHED or (e.state == CLOSED and e.prev_state == ESTABLISHED)
                         for e in (ep, peer))
             # every hole below the ACK is a gap; blocks above holes are delivered in between
             if ep.blocks:
@@ -939,11 +955,11 @@ class Tracker:
         if ep.did_close:
             return
         ep.did_close = True
-        complete = ep.state == EP.RESET or peer.did_close or peer.state == EP.INACTIVE
+        complete = ep.state == RESET or peer.did_close or peer.state == INACTIVE
         if complete:
             conn.close_delete_ns = conn.last_ns + int(CLOSE_DELAY * NS)
-        elif ep.prev_state != EP.INACTIVE:
-            conn.expire_origins += (conn.last_ns + int(SESSION_TIMER * NS),)
+        elif ep.prev_state != INACTIVE:
+            conn.expire_origins += (conn.last_ns + _SESSION_TIMER_NS,)
 
 
 def track(batches: Iterable[PacketBatch], **options: object) -> list[Connection]:
