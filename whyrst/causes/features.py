@@ -201,7 +201,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     trigger_gap = (rst_t - trigger.ts_ns) / NS if trigger else float("inf")
     idle_before_trigger = float("inf")
     if trigger is not None:
-        idx = before.index(trigger)
+        idx = next(i for i in range(len(before) - 1, -1, -1) if before[i] is trigger)  # (the peer's last)
         idle_before_trigger = (trigger.ts_ns - before[idx - 1].ts_ns) / NS if idx > 0 else float("inf")
     idle_before_rst = (rst_t - last_any.ts_ns) / NS if last_any else float("inf")
     since_last_sender = (rst_t - nonrst_mine[-1].ts_ns) / NS if nonrst_mine else float("inf")
@@ -261,10 +261,14 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
 
     # keepalive probes: zero-length segments one byte behind the sender's next sequence number
     probes_by = {True: 0, False: 0}
+    next_seq: dict[bool, int] = {}  # per direction: the highest sequence number sent, plus one
     for p in before[-12:]:
         if p.payload_len <= 1 and not p.flags & (SYN | FIN | RST) and p.flags & ACK:
-            nxt = [q for q in before if q.from_orig == p.from_orig and not q.flags & RST]
-            hi = max((q.rel_seq + q.payload_len + (1 if q.flags & (SYN | FIN) else 0)) for q in nxt)
+            hi = next_seq.get(p.from_orig)
+            if hi is None:
+                hi = next_seq[p.from_orig] = max(
+                    q.rel_seq + q.payload_len + (1 if q.flags & (SYN | FIN) else 0)
+                    for q in before if q.from_orig == p.from_orig and not q.flags & RST)
             if p.rel_seq == hi - 1:
                 probes_by[p.from_orig] += 1
     rexmit = 0
