@@ -6,7 +6,9 @@
 
 The captures come from the project's generator (``whyrst.synth``, the benchmark mix) and are written to
 ``--cache`` (kept and reused) or to a temporary folder (removed at the end): one of ``--packets``
-packets (pcap) and ``--captures`` - 1 others of 10,000 to 120,000 packets (pcap, pcapng and gzip).
+packets (pcap) and ``--captures`` - 1 others of 10,000 to 120,000 packets (pcap, pcapng and gzip), all
+of the generator's "short" mix; and the large capture alone in each mix of ``--large-mixes`` (the
+"bulk" mix is the capture issue 9 describes: fewer, longer connections of larger packets).
 
 Each case runs ``whyrst analyze ... --json`` as a separate process, ``-j 1`` and ``-j N`` interleaved
 (the order alternates between rounds), ``--repeat`` times: the table gives the median wall time (and
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# the generator mix of the captures: short exchanges (many connections and resets per packet, as before)
+# the generator mix of the directory's captures: short exchanges (many connections and resets per packet)
 MIX = "short"
 SECTION_START = "<!-- bench/parallel.py: start -->"
 SECTION_END = "<!-- bench/parallel.py: end -->"
@@ -54,18 +56,27 @@ class Case:
     resets: int = 0
 
 
+def large(folder: Path, packets: int, mix: str) -> Path:
+    """The large capture of a mix (made once in ``folder``)."""
+    sys.path.insert(0, str(REPO))
+    from whyrst.synth import write_bench
+
+    big = folder / "big" / (f"bench-{packets}.pcap" if mix == MIX else f"bench-{packets}-{mix}.pcap")
+    big.parent.mkdir(parents=True, exist_ok=True)
+    if not big.exists():
+        print(f"generating {big} ({packets:,} packets, {mix} mix) ...", file=sys.stderr, flush=True)
+        write_bench(str(big) + ".part", packets, 2000, 1, False, mix=mix)
+        os.replace(str(big) + ".part", big)
+    return big
+
+
 def generate(folder: Path, big_packets: int, captures: int) -> tuple[Path, list[Path]]:
     """The captures (made once per set of parameters in ``folder``)."""
     sys.path.insert(0, str(REPO))
     from whyrst.synth import write_bench
 
     folder.mkdir(parents=True, exist_ok=True)
-    big = folder / "big" / f"bench-{big_packets}.pcap"
-    big.parent.mkdir(exist_ok=True)
-    if not big.exists():
-        print(f"generating {big} ({big_packets:,} packets) ...", file=sys.stderr, flush=True)
-        write_bench(str(big) + ".part", big_packets, 2000, 1, False, mix=MIX)
-        os.replace(str(big) + ".part", big)
+    big = large(folder, big_packets, MIX)
     d = folder / f"dir-{captures}-{big_packets}"
     d.mkdir(exist_ok=True)
     target = d / big.name
@@ -130,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", type=float, default=0.0, help="wait for the 1-minute load average to be under this")
     ap.add_argument("--wait", type=float, default=300.0, help="longest wait for --quiet, in seconds")
     ap.add_argument("--write", type=Path, help="replace (or add) this script's section of a results file")
+    ap.add_argument("--large-mixes", default="short,bulk",
+                    help="comma-separated generator mixes of the large capture analysed alone (short, bulk)")
     args = ap.parse_args(argv)
     if args.captures < 1 or args.jobs < 2:
         ap.error("--captures must be at least 1 and --jobs at least 2")
@@ -146,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         cases = [
             Case(f"directory: {len(files)} captures", [str(directory)], packets_dir,
                  sum(f.stat().st_size for f in files)),
-            Case(f"one capture of {args.packets:,} packets", [str(big)], args.packets, big.stat().st_size),
         ]
+        for mix in [m for m in args.large_mixes.split(",") if m]:
+            path = big if mix == MIX else large(folder, args.packets, mix)
+            cases.append(Case(f"one capture of {args.packets:,} packets ({mix} mix)", [str(path)], args.packets,
+                              path.stat().st_size))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for c in cases:  # once each, unmeasured: the page cache, numba's cache
             subprocess.run([sys.executable, "-m", "whyrst", "analyze", *c.args, "-j", str(args.jobs), "--json"],
@@ -196,8 +212,9 @@ def write_section(path: Path, table: str, args: argparse.Namespace) -> None:
         "## Many cores: one large capture in parts, and a directory of captures (bench/parallel.py)",
         "",
         f"`python bench/parallel.py --packets {args.packets} --captures {args.captures} --jobs {args.jobs} "
-        f"--repeat {args.repeat}`: `whyrst analyze --json` with `-j 1` and `-j {args.jobs}`; \"identical\" means every "
-        "run printed the same bytes (every reset's frame, uid, cause, confidence, evidence, ...).",
+        f"--repeat {args.repeat} --large-mixes {args.large_mixes}`: `whyrst analyze --json` with `-j 1` and "
+        f"`-j {args.jobs}`; \"identical\" means every run printed the same bytes (every reset's frame, uid, "
+        "cause, confidence, evidence, ...).",
         "",
         table,
         SECTION_END,
