@@ -27,9 +27,12 @@ _LEAN_NUMBA = False  # set by tune_process(): load numba without its BLAS probe
 def tune_process() -> None:
     """Settings for a process that exists to run whyrst (the command line), never for a library's host.
 
-    * glibc's malloc adapts its mmap threshold upwards as large blocks are freed, after which the
-      chunk buffers and batch arrays of every pass come from the heap and stay in the peak RSS; a
-      fixed threshold hands them back to the system when freed.
+    * glibc's malloc adapts its mmap threshold upwards (to 32 MB) as large blocks are freed, after
+      which the large read buffers and index batches of every pass come from the heap and stay in the
+      peak RSS; a fixed threshold of 4 MB hands those back to the system when freed, while the batch
+      columns and 1 MB chunks (allocated and freed again and again) stay on the heap and are reused:
+      at 256 KB every one of them was a fresh mapping, and its first touch a page fault (a third of
+      the system time of a file analysed in parts).
     * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
@@ -48,7 +51,7 @@ def tune_process() -> None:
 
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 256 << 10)
+        libc.mallopt(m_mmap_threshold, 4 << 20)
         libc.mallopt(m_trim_threshold, 1 << 20)
     except (OSError, AttributeError):  # not glibc
         pass
