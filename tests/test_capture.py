@@ -303,6 +303,20 @@ def test_gzip_pcap_and_pcapng() -> None:
     assert t.format == "pcapng+gzip" and t.n == 4
 
 
+def test_gzip_with_both_inflaters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zlib-ng (the ``fast`` extra, which the test set-up installs) inflates, and gives what zlib gives."""
+    import zlib
+
+    from whyrst.capture import records
+
+    zlib_ng = pytest.importorskip("zlib_ng.zlib_ng") if records.INFLATE is zlib else records.INFLATE
+    assert records.INFLATE is zlib_ng  # the faster one is the one in use when it is installed
+    packed, plain = gzip.compress(pcap_bytes(300)), read(pcap_bytes(300))
+    for inflater in (zlib_ng, zlib):
+        monkeypatch.setattr(records, "INFLATE", inflater)
+        assert_same(read(packed), plain)
+
+
 def test_gzip_damage() -> None:
     packed = gzip.compress(pcap_bytes(200))
     t = read(packed[: len(packed) // 2])  # a gzip file cut in half: what came out is kept
