@@ -29,10 +29,11 @@ def tune_process() -> None:
 
     * glibc's malloc adapts its mmap threshold upwards (to 32 MB) as large blocks are freed, after
       which the large read buffers and index batches of every pass come from the heap and stay in the
-      peak RSS; a fixed threshold of 4 MB hands those back to the system when freed, while the batch
-      columns and 1 MB chunks (allocated and freed again and again) stay on the heap and are reused:
-      at 256 KB every one of them was a fresh mapping, and its first touch a page fault (a third of
-      the system time of a file analysed in parts).
+      peak RSS; a fixed threshold of 1 MB hands those back to the system when freed, while the batch
+      columns (512 KB, allocated and freed again and again) stay on the heap and are reused: at
+      256 KB every one was a fresh mapping and its first touch a page fault (140,000 faults in the
+      workers of a 2M-packet file analysed in parts, 100,000 at 1 MB); 4 MB saved a few more faults
+      but kept 10 MB more at the peak of a 1M-packet capture of short connections.
     * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
@@ -51,7 +52,7 @@ def tune_process() -> None:
 
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 4 << 20)
+        libc.mallopt(m_mmap_threshold, 1 << 20)
         libc.mallopt(m_trim_threshold, 1 << 20)
     except (OSError, AttributeError):  # not glibc
         pass
