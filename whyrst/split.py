@@ -476,18 +476,6 @@ def key_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return table, used
 
 
-def _record_filter(table: tuple[np.ndarray, np.ndarray]) -> Callable[[Any], np.ndarray]:
-    select = _kernels().select_records
-    keys, used = table
-
-    def rows(r: Any) -> np.ndarray:
-        keep = np.zeros(r.n, dtype=np.uint8)
-        select(np.frombuffer(r.buf, dtype=np.uint8), r.offs, r.cap, r.link, keys, used, keep)
-        return np.flatnonzero(keep)
-
-    return rows
-
-
 # -- round 2: each partition's rows, read from every range's index, through its own tracker -----------------
 
 @dataclass
@@ -515,7 +503,9 @@ def partition(shared: Shared | None, part: int, parts: int) -> Shared | None:
     """The flows of ``shared`` in partition ``part`` of ``parts`` (flows go to partitions by hash)."""
     if shared is None or parts == 1:
         return shared
-    sel = shared.keys % np.uint64(parts) == np.uint64(part)
+    from whyrst.capture.index import partition_of
+
+    sel = partition_of(shared.keys, parts) == np.uint64(part)
     return Shared(shared.keys[sel], shared.last_ts[sel], shared.last_syn[sel], shared.has_syn[sel])
 
 

@@ -49,6 +49,12 @@ def sorted_member(wanted: np.ndarray) -> Member:
     return member
 
 
+def partition_of(hashes: np.ndarray, parts: int) -> np.ndarray:
+    """The partition of each flow hash among ``parts`` (the index's files and the processes that read
+    them agree on it)."""
+    return hashes % np.uint64(parts)
+
+
 @dataclass(frozen=True)
 class IndexHandle:
     """A detached :class:`FlowIndex`: what another process needs to read it (it pickles)."""
@@ -144,7 +150,7 @@ class FlowIndex:
         if self.parts == 1:
             self._pending[0].append(block)
         else:
-            part = tcp_hashes % np.uint64(self.parts)
+            part = partition_of(tcp_hashes, self.parts)
             for q in range(self.parts):
                 sel = np.flatnonzero(part == np.uint64(q))
                 if len(sel):
