@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             cases.append(Case(f"one capture of {args.packets:,} packets ({mix} mix)", [str(path)], args.packets,
                               path.stat().st_size))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
+        kernels = subprocess.run([sys.executable, "-m", "whyrst._aot", "--state"], capture_output=True, text=True,
+                                 cwd=REPO, env=env).stdout.strip() or "?"
+        if kernels != "ahead-of-time build":
+            print(f"bench: warning: whyrst's kernels: {kernels}", file=sys.stderr)
         for c in cases:  # once each, unmeasured: the page cache, numba's cache
             subprocess.run([sys.executable, "-m", "whyrst", "analyze", *c.args, "-j", str(args.jobs), "--json"],
                            capture_output=True, cwd=REPO, env=env, timeout=3600)
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     run(c, jobs, env)
                     print(f"round {r + 1}: {c.name}, -j {jobs}: {c.walls[jobs][-1]:.2f} s "
                           f"(CPU {c.cpus[jobs][-1]:.2f} s, load {c.loads[-1]:.2f})", file=sys.stderr, flush=True)
-        table = render(cases, args)
+        table = render(cases, args, kernels)
         print(table)
         if args.write:
             write_section(args.write, table, args)
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(len(c.outputs) == 1 for c in cases) else 1
 
 
-def render(cases: list[Case], args: argparse.Namespace) -> str:
+def render(cases: list[Case], args: argparse.Namespace, kernels: str) -> str:
     j = args.jobs
     lines = [f"| case | packets | MB | -j 1 wall (median, spread) | -j {j} wall | speed-up | -j 1 CPU | -j {j} CPU "
              "| resets | identical |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -201,7 +205,7 @@ def render(cases: list[Case], args: argparse.Namespace) -> str:
     lines.append(f"{args.repeat} rounds, -j 1 and -j {j} interleaved; 1-minute load average at the runs: "
                  f"{min(loads):.2f}-{max(loads):.2f} (median {statistics.median(loads):.2f}); "
                  f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
-                 f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}.")
+                 f"{platform.python_version()}, whyrst's kernels: {kernels}, {time.strftime('%Y-%m-%d')}.")
     return "\n".join(lines)
 
 

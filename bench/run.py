@@ -300,7 +300,18 @@ def machine() -> dict[str, str]:
         "tshark": first_line(["tshark", "--version"]),
         "tcpdump": first_line(["tcpdump", "--version"]),
         "whyrst commit": commit or "?",
+        "whyrst kernels": kernels_state(),
     }
+
+
+def kernels_state() -> str:
+    """Which kernels whyrst runs with here (``whyrst._aot --state``), warned about on stderr when they are
+    not the ahead-of-time build: its figures would be numba's start-up, not whyrst's."""
+    state = subprocess.run([sys.executable, "-m", "whyrst._aot", "--state"], capture_output=True, text=True,
+                           cwd=REPO, env=whyrst_env()).stdout.strip() or "?"
+    if state != "ahead-of-time build":
+        print(f"bench: warning: whyrst's kernels: {state}", file=sys.stderr)
+    return state
 
 
 # -- reporting ------------------------------------------------------------------------------------------

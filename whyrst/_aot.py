@@ -2,7 +2,8 @@
 them in a millisecond without importing numba (importing numba and loading its cached kernels costs
 ~0.3 s on every run, more than the kernels then spend on a 100,000-packet capture).
 
-``python -m whyrst._aot`` (the install script runs it) compiles every kernel the fast path uses with
+``python -m whyrst._aot`` (the install script runs it; ``--state`` says whether the build in place
+matches the sources) compiles every kernel the fast path uses with
 numba's JIT on small generated captures, which records the exact argument types each one is called
 with, then compiles those same functions ahead of time (``numba.pycc``, for this machine's CPU) into
 ``whyrst/_kernels_aot*.so`` next to a ``_kernels_aot.json`` that records the argument types and a hash
@@ -190,5 +191,17 @@ def build(out_dir: Path = PACKAGE) -> dict[str, Any]:
     return meta
 
 
+def state() -> str:
+    """Which kernels a run here uses, in words (the benchmarks record it: a stale build is a slower run)."""
+    if kernels() is not None:
+        return "ahead-of-time build"
+    if os.environ.get("WHYRST_NO_AOT") or os.environ.get("WHYRST_NO_NUMBA"):
+        return "numba's JIT (the ahead-of-time build is turned off)"
+    return f"numba's JIT (no ahead-of-time build of these sources: python -m {__spec__.name} makes one)"
+
+
 if __name__ == "__main__":
-    build()
+    if sys.argv[1:] == ["--state"]:
+        print(state())
+    else:
+        build()

@@ -24,16 +24,22 @@ SMALL_FILE = 8 << 20
 _LEAN_NUMBA = False  # set by tune_process(): load numba without its BLAS probe
 
 
-def tune_process() -> None:
+def tune_process(coordinator: bool = False) -> None:
     """Settings for a process that exists to run whyrst (the command line), never for a library's host.
 
     * glibc's malloc adapts its mmap threshold upwards (to 32 MB) as large blocks are freed, after
       which the large read buffers and index batches of every pass come from the heap and stay in the
       peak RSS; a fixed threshold of 1 MB hands those back to the system when freed, while the batch
-      columns (512 KB, allocated and freed again and again) stay on the heap and are reused: at
-      256 KB every one was a fresh mapping and its first touch a page fault (140,000 faults in the
-      workers of a 2M-packet file analysed in parts, 100,000 at 1 MB); 4 MB saved a few more faults
-      but kept 10 MB more at the peak of a 1M-packet capture of short connections.
+      columns (under 1 MB: see capture.batch.BATCH_ROWS), allocated and freed again and again, stay on
+      the heap and are reused: at 256 KB every one was a fresh mapping and its first touch a page fault;
+      4 MB kept 10 MB more at the peak of a 1M-packet capture of short connections. The heap's free top
+      is kept up to 64 MB (not 1 MB): a batch's columns freed at the top went back to the system and the
+      next batch's faulted in again (a 2M-packet capture analysed in two parts: 83,000 page faults,
+      50,000 with the top kept; the peak, which is reached anyway, did not change). The fixed threshold is
+      for the processes that read captures; a ``coordinator`` (the main process of a parallel run, which
+      reads no capture but merges the tables its workers send) keeps the adaptive one: its merges build
+      tables of a few MB again and again, and with every one a fresh mapping they made 26,000 page faults
+      (a tenth of a second) in the merge of a 2M-packet capture analysed in parts.
     * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
@@ -47,13 +53,15 @@ def tune_process() -> None:
     # The tracker makes a few objects per connection that live until it ends; the default first-generation
     # threshold (700) walks them again and again (a quarter of the CPU of `whyrst conns` on a SYN flood).
     gc.set_threshold(100_000, 50, 50)
+    if coordinator:
+        return
     try:
         import ctypes
 
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 1 << 20)
-        libc.mallopt(m_trim_threshold, 1 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
     except (OSError, AttributeError):  # not glibc
         pass
 
@@ -296,7 +304,7 @@ def _rst_flow_batches(source: Any, index: FlowIndex | None, wanted: np.ndarray, 
 
 def host_view(prepass: Any, first_ts: int) -> HostView:
     """What the whole capture says about its hosts, from the prepass (before any RST is observed)."""
-    return HostView(ttls=prepass.ttls, probed_ports=prepass.probed, capture_start_ns=first_ts,
+    return HostView(ttls=prepass.ttls, ports_probed=prepass.probe_counts, capture_start_ns=first_ts,
                     answered=getattr(prepass, "answered", None))
 
 

@@ -92,11 +92,12 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
     from whyrst.analysis import tune_process
     from whyrst.jobs import JobProgress, analyze_file, cores, new_pool, source_size, wants_split
 
-    tune_process()
     jobs = args.jobs or cores()
     size = source_size(source)
+    split = wants_split(source, size, jobs)
+    tune_process(coordinator=split)
     # the pool's processes start before the progress bar's thread (they are forked)
-    pool = new_pool(jobs) if wants_split(source, size, jobs) else None
+    pool = new_pool(jobs) if split else None
     try:
         with JobProgress(size if size >= 20_000_000 else 0, 1) as bar:
             report = analyze_file(source, jobs, keep_ladders=bool(args.html), progress=bar.advance,
@@ -132,8 +133,8 @@ def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
     from whyrst.analysis import tune_process
     from whyrst.jobs import JobProgress, ParquetDataset, cores, new_pool, run_dask, run_local, source_size
 
-    tune_process()
     jobs = args.jobs or cores()
+    tune_process(coordinator=jobs > 1 or args.engine == "dask")
     with_conns = bool(args.parquet)
     dataset = ParquetDataset(args.parquet) if args.parquet else None
     note = _notes(args)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from whyrst.capture.batch import BATCH_ROWS
 from whyrst.errors import Warnings
 from whyrst.tcp.track import MAX_CONNECTIONS, Connection, Tracker
 
@@ -23,7 +24,7 @@ def track_capture(
     source: Any,
     on_finish: Callable[[Connection], None],
     *,
-    batch_size: int = 65536,
+    batch_size: int = BATCH_ROWS,
     progress: Callable[[int, int], None] | None = None,
     max_connections: int = MAX_CONNECTIONS,
     check_checksums: bool = False,

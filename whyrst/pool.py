@@ -131,6 +131,13 @@ _CALL_ID = -1
 _LAST_REPORT = 0.0
 _PROGRESS_HOOK: Callable[[int], None] | None = None
 _TRACE = bool(os.environ.get("WHYRST_TRACE"))  # each call's time on stderr
+_EPOCH = time.perf_counter()  # (forked workers inherit it: the trace's times are since the main process began)
+
+
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def state() -> dict[Any, Any]:
@@ -171,13 +178,15 @@ def _worker_main(conn: Connection, initializer: Callable[[], None] | None) -> No
         call_id, fn, args = msg
         _CALL_ID = call_id
         started, cpu = time.perf_counter(), time.process_time()
+        faults = _minor_faults() if _TRACE else 0
         try:
             out = ("done", call_id, True, fn(*args), "")
         except BaseException as e:  # reported to the job, never fatal to the process
             out = ("done", call_id, False, None, _describe(e))
         if _TRACE:
-            print(f"whyrst-worker {os.getpid()}: {fn.__name__} {time.perf_counter() - started:.3f} s "
-                  f"(CPU {time.process_time() - cpu:.3f} s)", file=sys.stderr, flush=True)
+            print(f"whyrst-worker {os.getpid()}: {fn.__name__} at {started - _EPOCH:.3f} s: "
+                  f"{time.perf_counter() - started:.3f} s (CPU {time.process_time() - cpu:.3f} s, "
+                  f"{_minor_faults() - faults} page faults)", file=sys.stderr, flush=True)
         try:
             conn.send(out)
         except Exception as e:  # a result that does not pickle

@@ -6,7 +6,7 @@ most ``batch_size`` records, streaming: memory does not grow with the file.
 
 Contract (used by ``whyrst.tcp`` and the front ends)::
 
-    cap = open_capture(path_or_dash, batch_size=65536, warnings=Warnings())
+    cap = open_capture(path_or_dash, warnings=Warnings())  # batch_size: BATCH_ROWS records at most
     cap.source      # the name to show users
     cap.format      # "pcap", "pcapng", "tcpdump-text" (plus "+gzip" when compressed)
     for batch in cap: ...

@@ -19,7 +19,7 @@ from whyrst.capture import decode as dec
 from whyrst.capture import fast as fast_mod
 from whyrst.capture import pcap, pcapng
 from whyrst.capture import records as rec
-from whyrst.capture.batch import PacketBatch
+from whyrst.capture.batch import BATCH_ROWS, PacketBatch
 from whyrst.errors import CaptureError, Warnings
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -139,7 +139,7 @@ class Capture:
     packets: int
     warnings: Warnings
 
-    def __init__(self, source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
+    def __init__(self, source: Any, *, batch_size: int = BATCH_ROWS, warnings: Warnings | None = None,
                  engine: str = "auto", prefetch: int = 0, checksums: bool = True,
                  select: Callable[[rec.Records], np.ndarray | None] | None = None,
                  payloads: bool = True) -> None:
@@ -427,7 +427,7 @@ class Capture:
         return f"Capture({self.source!r}, format={self.format!r}, packets={self.packets})"
 
 
-def open_capture(source: Any, *, batch_size: int = 65536, warnings: Warnings | None = None,
+def open_capture(source: Any, *, batch_size: int = BATCH_ROWS, warnings: Warnings | None = None,
                  prefetch: int = 0, engine: str = "auto", checksums: bool = True,
                  select: Callable[[rec.Records], np.ndarray | None] | None = None,
                  payloads: bool = True) -> Capture:

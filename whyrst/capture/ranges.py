@@ -32,6 +32,7 @@ import numpy as np
 
 from whyrst.capture import pcap, pcapng
 from whyrst.capture import records as rec
+from whyrst.capture.batch import BATCH_ROWS
 from whyrst.capture.decode import SUPPORTED_LINKTYPES
 from whyrst.capture.open import GZIP_MAGIC, Capture
 from whyrst.errors import Warnings
@@ -620,7 +621,7 @@ class RangeCapture(Capture):
         self._range_stream.close()
 
 
-def open_range(r: ByteRange, *, frames_before: int | None = None, batch_size: int = 65536,
+def open_range(r: ByteRange, *, frames_before: int | None = None, batch_size: int = BATCH_ROWS,
                warnings: Warnings | None = None, engine: str = "auto", checksums: bool = True,
                select: Any = None, payloads: bool = True) -> RangeCapture:
     """Open one range for reading, with the options of :func:`whyrst.capture.open_capture`; its first

@@ -21,6 +21,7 @@ import numpy as np
 from whyrst.capture import headers as hd
 from whyrst.capture import pcap, pcapng
 from whyrst.capture import records as rec
+from whyrst.capture.batch import BATCH_ROWS
 from whyrst.capture.open import GZIP_MAGIC, SNIFF, _Gunzip, _looks_like_text, _Prefixed
 from whyrst.errors import CaptureError, Warnings
 
@@ -105,7 +106,7 @@ class RawCapture:
     unit and ``ifaces[0]`` its link type and snaplen (tsresol 9 or 6).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, batch_size: int = 65536,
+    def __init__(self, path: str | os.PathLike[str], *, batch_size: int = BATCH_ROWS,
                  warnings: Warnings | None = None) -> None:
         self.source = os.fspath(path)
         self.batch_size = batch_size

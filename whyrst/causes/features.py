@@ -8,6 +8,7 @@ rules in :mod:`whyrst.causes.catalog` only read these facts; they never look at 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,8 @@ class HostView:
 
     ttls: dict[str, Counter[int]] = field(default_factory=lambda: defaultdict(Counter))
     refused_ports: dict[str, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
-    probed_ports: dict[str, set[tuple[str, int]]] = field(default_factory=lambda: defaultdict(set))
+    # source address -> how many distinct (destination, port) pairs it sent a bare SYN to
+    ports_probed: Mapping[str, int] = field(default_factory=dict)
     # (server addr, port) -> RST timestamps sent by that server to established connections
     server_rst_times: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     capture_start_ns: int = 0
@@ -372,7 +374,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
         retransmissions_before=rexmit,
         round_timeout=round_timeout,
         refused_ports_from_source=len(hosts.refused_ports.get(ctx.src if role == "client" else peer_addr, ())),
-        probed_ports_from_source=len(hosts.probed_ports.get(ctx.src if role == "client" else peer_addr, ())),
+        probed_ports_from_source=hosts.ports_probed.get(ctx.src if role == "client" else peer_addr, 0),
         simultaneous_server_rsts=max(sim, 0),
         window_zero=rst.win == 0,
         zero_window_before=any(p.win == 0 and not p.flags & RST for p in theirs[-4:]),

@@ -94,9 +94,19 @@ class _LatestTimes:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
 
+    def __getstate__(self) -> dict[str, object]:
+        # Sent to another process (a range's facts, for the merge), it goes merged: in the sender, which
+        # is one of several, rather than in the one process that merges every range.
+        self._flush()
+        return self.__dict__
+
     def __len__(self) -> int:
         self._flush()
         return len(self.keys)
+
+    def longer_than(self, n: int) -> bool:
+        """``len(self) > n``, without merging the waiting keys in when they cannot take it past ``n``."""
+        return len(self.keys) + self._pending_rows > n and len(self) > n
 
     def update(self, keys: np.ndarray, times: np.ndarray) -> None:
         """Distinct ``keys`` (sorted) with their latest ``times``."""
@@ -259,7 +269,7 @@ class AnsweredPorts:
         self.forgotten += later.forgotten
         if len(self.table) > self.max_entries:
             self._trim()
-        if len(self.last_close) > self.max_closes:
+        if self.last_close.longer_than(self.max_closes):
             self._prune_closes()
 
     def _trim(self) -> None:
@@ -318,6 +328,11 @@ class NumpyPrepass:
     def finish(self) -> None:
         """No more batches (nothing to compact here)."""
         self._last.clear()
+
+    @property
+    def probe_counts(self) -> Mapping[str, int]:
+        """Source address text -> how many distinct (destination, port) pairs it sent a bare SYN to."""
+        return _Sizes(self.probed)
 
     def _addr(self, version: int, raw: bytes) -> str:
         key = (version, raw)
@@ -476,6 +491,24 @@ def _addr_text(version: int, w0: int, w1: int) -> str:
     return address_text(w0.to_bytes(8, "little") + w1.to_bytes(8, "little"), version)
 
 
+class _Sizes(Mapping[str, int]):
+    """The sizes of a mapping's sets, each taken when it is looked up."""
+
+    def __init__(self, sets: Mapping[str, AbstractSet[Any]]) -> None:
+        self._sets = sets
+
+    def __getitem__(self, key: str) -> int:
+        if key not in self._sets:  # (never the defaultdict's own lookup: it would add the key)
+            raise KeyError(key)
+        return len(self._sets[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sets)
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+
 class _Pairs(AbstractSet[tuple[str, int]]):
     """The distinct (destination address text, port) pairs one source probed: a set whose size needs
     no address turned into text (the catalog only counts them)."""
@@ -591,6 +624,9 @@ class CompiledPrepass:
         self._probes = self._empty_probes(MIN_SLOTS)
         self._ttl_view: _ByHost | None = None
         self._probe_view: _ByHost | None = None
+        # per source, how many distinct pairs it probed, when the tables were merged from ranges (prepass_from)
+        self._probe_totals: tuple[np.ndarray, ...] | None = None
+        self._count_view: Mapping[str, int] | None = None
         self.answered = AnsweredPorts(max_hosts)
         self._finished = False
 
@@ -648,7 +684,7 @@ class CompiledPrepass:
                 break
             self._grow(full)
         self.answered.feed(batch)
-        self._ttl_view = self._probe_view = None
+        self._ttl_view = self._probe_view = self._count_view = None
         if self.stats[k.ST_CONNS] > self.max_tuples:
             self._forget_idle(int(self.stats[k.ST_MAX_TS]))
         if self.stats[k.ST_TTLS] > self.max_hosts:
@@ -779,6 +815,17 @@ class CompiledPrepass:
 
             self._ttl_view = _ByHost(vt >> np.uint64(8), w0, w1, build)
         return self._ttl_view
+
+    @property
+    def probe_counts(self) -> Mapping[str, int]:
+        """Source address text -> how many distinct (destination, port) pairs it sent a bare SYN to."""
+        if self._count_view is None:
+            if self._probe_totals is not None:
+                s0, s1, version, count = self._probe_totals
+                self._count_view = _ByHost(version, s0, s1, lambda rows: int(count[rows].sum()))
+            else:
+                self._count_view = _Sizes(self.probed)
+        return self._count_view
 
     @property
     def probed(self) -> Mapping[str, AbstractSet[tuple[str, int]]]:
