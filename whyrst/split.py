@@ -49,6 +49,7 @@ import dataclasses
 import heapq
 import itertools
 import os
+import pickle
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -272,6 +273,23 @@ def merge_hosts(facts: list[RangeFacts], merged: Merged) -> None:
     if answered.forgotten:
         raise Fallback("more answering ports than the prepass's table holds")
     merged.answered = answered
+
+
+def _merge_hosts_into(facts: list[RangeFacts], merged: Merged, hosts_file: str) -> None:
+    merge_hosts(facts, merged)
+    if merged.ttl_table is not None:  # (else the TTLs' order is found first, then it is written)
+        _write_hosts(merged, hosts_file)
+
+
+def _write_hosts(merged: Merged, hosts_file: str) -> None:
+    """What round 3 reads of the merge, in a file each process reads for itself (through the pipes, the
+    main process sent them to one process after the other while both waited: 5 MB, a few hundredths of a
+    second, on a 2M-packet capture of short connections)."""
+    try:
+        with open(hosts_file, "wb") as fh:
+            pickle.dump((merged.ttl_table, merged.probe_totals, merged.answered, merged.first_ts), fh, protocol=5)
+    except OSError as e:
+        raise Fallback(f"the merged host facts could not be written: {e}") from e
 
 
 class NeedOrder(Exception):
@@ -712,13 +730,12 @@ def _merge_observations(parts: list[dict[str, dict[Any, Any]]]) -> dict[str, dic
     return merged
 
 
-def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observations: dict[str, dict[Any, Any]],
+def explain_part(job: Any, part: int, hosts_file: str | None, observations: dict[str, dict[Any, Any]],
                  keep_ladders: bool, encode: bool = False, indent: int | None = None) -> tuple[list[Any], Any]:
     """Round 3 (in the worker that tracked the partition): its resets explained with the whole file's
-    host facts (``hosts``: the TTL table, the probes counted per source, the answered ports and the first
-    time, sent with the first partition of each process; the others find them in the process). Returned as
-    the resets and their ladders, or with ``encode`` as their frames and their JSON texts (see
-    :class:`EncodedReport`)."""
+    host facts (``hosts_file``: where :func:`_write_hosts` left them, named with the first partition of each
+    process; the others find them in the process). Returned as the resets and their ladders, or with
+    ``encode`` as their frames and their JSON texts (see :class:`EncodedReport`)."""
     import gc
 
     from whyrst.analysis import explain_contexts, host_view
@@ -728,9 +745,10 @@ def explain_part(job: Any, part: int, hosts: tuple[Any, ...] | None, observation
         raise RuntimeError("the partition's tracked connections are not in this process")
     view = state().get((job, "hosts"))
     if view is None:
-        if hosts is None:
+        if hosts_file is None:
             raise RuntimeError("the host facts are not in this process")
-        ttl_table, totals, answered, first_ts = hosts
+        with open(hosts_file, "rb") as fh:
+            ttl_table, totals, answered, first_ts = pickle.load(fh)  # (written by this job's main process)
         view = host_view(prepass_from(ttl_table=ttl_table, totals=totals, answered=answered), first_ts)
         for name, mapping in observations.items():
             setattr(view, name, mapping)
@@ -820,7 +838,8 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
         merged = merge_flows(facts)
     except Fallback as e:
         return (yield from whole(str(e)))
-    hosts_merged = meanwhile(merge_hosts, facts, merged)  # (while the processes read round 2)
+    hosts_file = os.path.join(stores, "hosts")
+    hosts_merged = meanwhile(_merge_hosts_into, facts, merged, hosts_file)  # (while the processes read round 2)
 
     # round 2
     missing = next((i for i, f in enumerate(facts) if f.index is None), None)
@@ -855,6 +874,7 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
             if failed:
                 raise Fallback(failed)
             merged.ttl_table = replay_ttls(merged.ttl_entries, [c.value for c in orders])
+            _write_hosts(merged, hosts_file)
     except Fallback as e:
         yield [Call(forget_part, (job, i), worker=c.ran_on) for i, c in enumerate(calls) if c.ok]
         return (yield from whole(str(e)))
@@ -863,13 +883,12 @@ def _split_rounds(path: str, workers: int, stores: str, *, with_conns: bool, kee
 
     # round 3
     observations = _merge_observations([t.observations for t in tracked])
-    hosts = (merged.ttl_table, merged.probe_totals, merged.answered, merged.first_ts)
     sent: set[int] = set()
     explain_calls = []
     for i in range(parts):
         first = workers_of[i] not in sent
         sent.add(workers_of[i])
-        explain_calls.append(Call(explain_part, (job, i, hosts if first else None, observations if first else {},
+        explain_calls.append(Call(explain_part, (job, i, hosts_file if first else None, observations if first else {},
                                                  keep_ladders, encode, indent),
                                   worker=workers_of[i], weight=weights[2] // parts, priority=priority))
     calls = yield explain_calls
