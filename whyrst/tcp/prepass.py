@@ -550,26 +550,38 @@ class _ByHost(Mapping[str, Any]):
         self._build = build
         self._cache: dict[str, Any] = {}
 
-    def _rows(self, v: int, w0: int, w1: int) -> np.ndarray:
+    def _rows(self, v: int, w0: int, w1: int) -> np.ndarray | tuple[()]:
+        keys = self._keys
         k = np.uint64(_key64_int(v, w0, w1))
-        lo = int(self._keys.searchsorted(k, "left"))
-        hi = int(self._keys.searchsorted(k, "right"))
+        lo = int(keys.searchsorted(k, "left"))
+        if lo == len(keys) or keys[lo] != k:
+            return ()  # (most look-ups: a host the table never saw)
+        hi = int(keys.searchsorted(k, "right"))
         rows = [i for i in range(lo, hi) if int(self._v[i]) == v and int(self._w0[i]) == w0
                 and int(self._w1[i]) == w1]
         return self._order[rows]
 
-    def __getitem__(self, addr: str) -> Any:
+    def _lookup(self, addr: str) -> Any:
         hit = self._cache.get(addr, _UNSEEN)
         if hit is _UNSEEN:
             parsed = _parse_addr(addr) if isinstance(addr, str) else None
-            rows = self._rows(*parsed) if parsed is not None else np.empty(0, dtype=np.int64)
+            rows = self._rows(*parsed) if parsed is not None else ()
             if len(self._cache) > 100_000:
                 self._cache.clear()
             # (absence is remembered too: the catalog asks of every reset's hosts, most of them never probed)
             hit = self._cache[addr] = self._build(rows) if len(rows) else _ABSENT
+        return hit
+
+    def __getitem__(self, addr: str) -> Any:
+        hit = self._lookup(addr)
         if hit is _ABSENT:
             raise KeyError(addr)
         return hit
+
+    def get(self, addr: str, default: Any = None) -> Any:
+        # (Mapping's get goes through __getitem__ and a KeyError for every absent host: most of them are)
+        hit = self._lookup(addr)
+        return default if hit is _ABSENT else hit
 
     def _hosts(self) -> list[str]:
         seen = {}
