@@ -286,6 +286,11 @@ def _sd(x: int) -> int:
     return min(x, (1 << 32) - x)
 
 
+def _between(x: int, lo: int, hi: int) -> bool:
+    """Whether ``x`` lies from ``lo`` up to ``hi`` (mod 2**32)."""
+    return (x - lo) & M32 <= (hi - lo) & M32
+
+
 def _later(a: int | None, b: int | None) -> int | None:
     """The later of two sequence numbers (mod 2**32); when they are far apart (a stray or damaged
     segment, a new connection), the newer one, ``b``."""
@@ -496,8 +501,11 @@ class SeqBook:
             if expect is not None and base:
                 d_rel, d_abs = _sd(v + base - expect), _sd(v - expect)
                 if d_rel < NEAR or d_abs < NEAR:
-                    # the readings differ by the base; one must land much closer than the other
-                    if 8 * d_abs + 64 <= d_rel:
+                    # the readings differ by the base; one must land much closer than the other, and -S
+                    # is not taken from a number that, read as relative, resends what the side already
+                    # sent (a side whose numbers cross zero: from 100 before zero, its first 100 bytes
+                    # sent again print "seq 0:100", as -S prints the 100 bytes after them)
+                    if 8 * d_abs + 64 <= d_rel and not _between(v + base, base, expect):
                         votes.append((d_abs, ABS))
                     elif 8 * d_rel + 64 <= d_abs:
                         votes.append((d_rel, REL))
