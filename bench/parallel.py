@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from run import kernels_state  # (bench/run.py, beside this script)
+
 REPO = Path(__file__).resolve().parent.parent
 # the generator mix of the directory's captures: short exchanges (many connections and resets per packet)
 MIX = "short"
@@ -165,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             cases.append(Case(f"one capture of {args.packets:,} packets ({mix} mix)", [str(path)], args.packets,
                               path.stat().st_size))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        kernels = subprocess.run([sys.executable, "-m", "whyrst._aot", "--state"], capture_output=True, text=True,
-                                 cwd=REPO, env=env).stdout.strip() or "?"
-        if kernels != "ahead-of-time build":
-            print(f"bench: warning: whyrst's kernels: {kernels}", file=sys.stderr)
+        kernels = kernels_state()
         for c in cases:  # once each, unmeasured: the page cache, numba's cache
             subprocess.run([sys.executable, "-m", "whyrst", "analyze", *c.args, "-j", str(args.jobs), "--json"],
                            capture_output=True, cwd=REPO, env=env, timeout=3600)
