@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import REPO, corpus_dir
+from gen import Rec, ether, ip4, pcap_file, udp
 
 from whyrst import split
 from whyrst.analysis import analyze
@@ -120,6 +121,11 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["big.pcap.gz"].write_bytes(gzip.compress(files["big.pcap"].read_bytes(), 1))
     files["small.pcap"] = d / "small.pcap"
     write_bench(str(files["small.pcap"]), 3000, 100, 13, False, mix="short")
+    # no TCP at all: every table the ranges send is empty
+    files["udp.pcap"] = d / "udp.pcap"
+    files["udp.pcap"].write_bytes(pcap_file(
+        Rec(ether(ip4(udp(bytes(160), sport=50000 + i % 1000), proto=17)), ts_ns=1_600_000_000_000_000_000 + i * 1000)
+        for i in range(20000)))
     return files
 
 
@@ -294,7 +300,7 @@ def test_tied_ttls_keep_their_order(gen: dict[str, Path]) -> None:
         assert tied > 1000 if replayed else tied == 0
 
 
-@pytest.mark.parametrize("name", ["big.pcap", "ties.pcap", "truncated.pcap", "big.pcap.gz"])
+@pytest.mark.parametrize("name", ["big.pcap", "ties.pcap", "truncated.pcap", "big.pcap.gz", "udp.pcap"])
 def test_json_made_by_the_workers(gen: dict[str, Path], pool2: Any, name: str) -> None:
     """With ``encode`` the workers write each reset's JSON and the main process only joins the texts: the
     bytes of the one-process report's JSON, compact or indented (in parts, with TTLs replayed, cut again,

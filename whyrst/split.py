@@ -292,6 +292,15 @@ def _write_hosts(merged: Merged, hosts_file: str) -> None:
         raise Fallback(f"the merged host facts could not be written: {e}") from e
 
 
+def _read_hosts(hosts_file: str) -> Any:
+    """The host view :func:`_write_hosts` left for round 3 (in a worker; its observations still to come)."""
+    from whyrst.analysis import host_view
+
+    with open(hosts_file, "rb") as fh:
+        ttl_table, totals, answered, first_ts = pickle.load(fh)  # (written by this job's main process)
+    return host_view(prepass_from(ttl_table=ttl_table, totals=totals, answered=answered), first_ts)
+
+
 class NeedOrder(Exception):
     """The TTL table's slots depend on the order in which entries first appeared (see :func:`ttl_order`)."""
 
@@ -312,7 +321,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     n = np.concatenate([f.ttls[3] for f in facts])
     order = np.lexsort((vt, w1, w0))
     w0, w1, vt, n = w0[order], w1[order], vt[order], n[order]
-    starts = np.flatnonzero(np.r_[True, (w0[1:] != w0[:-1]) | (w1[1:] != w1[:-1]) | (vt[1:] != vt[:-1])])
+    starts = np.flatnonzero(_run_starts(w0, w1, vt))
     n = np.add.reduceat(n, starts) if len(n) else n
     w0, w1, vt = w0[starts], w1[starts], vt[starts]
     entries = (w0, w1, vt, n)
@@ -339,7 +348,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     version = t_vt.astype(np.uint64) >> np.uint64(8)
     order = np.lexsort((version, t_w1, t_w0))
     hw0, hw1, hv, hn, hrun = t_w0[order], t_w1[order], version[order], t_n[order], run[live][order]
-    first = np.r_[True, (hw0[1:] != hw0[:-1]) | (hw1[1:] != hw1[:-1]) | (hv[1:] != hv[:-1])] if total else hn < 0
+    first = _run_starts(hw0, hw1, hv)
     group = np.cumsum(first) - 1
     top = np.maximum.reduceat(hn, np.flatnonzero(first)) if total else hn
     at_top = hn == top[group] if total else first
@@ -348,6 +357,16 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     if sel.any() and np.unique(np.stack([group[sel], hrun[sel]]), axis=1).shape[1] != np.count_nonzero(sel):
         return entries, None
     return entries, (t_w0, t_w1, t_vt, t_n)
+
+
+def _run_starts(*cols: np.ndarray) -> np.ndarray:
+    """Which rows of columns sorted together start a run of equal rows (a mask; empty for no rows)."""
+    if not len(cols[0]):
+        return np.zeros(0, dtype=bool)
+    change = np.zeros(len(cols[0]) - 1, dtype=bool)
+    for c in cols:
+        change |= c[1:] != c[:-1]
+    return np.r_[True, change]
 
 
 def _ttl_keys(batch: Any, rows: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -400,7 +419,7 @@ def replay_ttls(entries: tuple[np.ndarray, ...], orders: list[tuple[tuple[np.nda
     at = np.concatenate([o[0][3] + b for o, b in zip(orders, base, strict=True)])
     order = np.lexsort((at, vt, w1, w0))
     w0, w1, vt, at = w0[order], w1[order], vt[order], at[order]
-    firsts = np.r_[True, (w0[1:] != w0[:-1]) | (w1[1:] != w1[:-1]) | (vt[1:] != vt[:-1])] if len(w0) else at < 0
+    firsts = _run_starts(w0, w1, vt)
     w0, w1, vt, at = w0[firsts], w1[firsts], vt[firsts], at[firsts]
     e0, e1, evt, en = entries
     if not (np.array_equal(w0, e0) and np.array_equal(w1, e1) and np.array_equal(vt, evt.astype(np.uint64))):
@@ -436,8 +455,7 @@ def probe_totals(probes: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     version = vp >> np.uint64(16)
     order = np.lexsort((version, s1, s0))
     s0, s1, version = s0[order], s1[order], version[order]
-    firsts = np.flatnonzero(np.r_[True, (s0[1:] != s0[:-1]) | (s1[1:] != s1[:-1]) | (version[1:] != version[:-1])]
-                            ) if len(s0) else np.empty(0, dtype=np.int64)
+    firsts = np.flatnonzero(_run_starts(s0, s1, version))
     counts = np.diff(np.r_[firsts, len(s0)])
     return s0[firsts], s1[firsts], version[firsts], counts
 
@@ -738,7 +756,7 @@ def explain_part(job: Any, part: int, hosts_file: str | None, observations: dict
     ``encode`` as their frames and their JSON texts (see :class:`EncodedReport`)."""
     import gc
 
-    from whyrst.analysis import explain_contexts, host_view
+    from whyrst.analysis import explain_contexts
 
     contexts = state().pop((job, part), None)
     if contexts is None:
@@ -747,9 +765,7 @@ def explain_part(job: Any, part: int, hosts_file: str | None, observations: dict
     if view is None:
         if hosts_file is None:
             raise RuntimeError("the host facts are not in this process")
-        with open(hosts_file, "rb") as fh:
-            ttl_table, totals, answered, first_ts = pickle.load(fh)  # (written by this job's main process)
-        view = host_view(prepass_from(ttl_table=ttl_table, totals=totals, answered=answered), first_ts)
+        view = _read_hosts(hosts_file)
         for name, mapping in observations.items():
             setattr(view, name, mapping)
         state()[(job, "hosts")] = view
