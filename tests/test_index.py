@@ -13,23 +13,26 @@ import pytest
 
 from whyrst import synth
 from whyrst.analysis import analyze
+from whyrst.capture import fast, open_capture
 from whyrst.capture import index as ix
-from whyrst.capture import open_capture
 from whyrst.capture.batch import Kind
 from whyrst.errors import CaptureError
 from whyrst.tcp.prepass import flow_hashes, new_prepass
 
+ENGINES = ["numpy", *(["numba"] if fast.available() else [])]
+
 
 def _indexed(path: Path, engine: str = "numpy") -> tuple[ix.FlowIndex, np.ndarray]:
-    """The index of ``path`` as analyze builds it, and every TCP flow hash it saw (sorted, distinct)."""
+    """The index of ``path`` as analyze builds it (numpy: from decoded batches; numba: by the compiled scan of
+    raw records), and every TCP flow hash of the file (sorted, distinct)."""
     index = ix.FlowIndex(str(path))
     prepass = new_prepass(engine)
-    seen = []
     with open_capture(str(path), engine=engine, checksums=False, payloads=False) as cap:
+        prepass.read(cap, index)
+    seen = []
+    with open_capture(str(path), engine="numpy") as cap:
         for batch in cap:
-            hashes = prepass.feed(batch)
-            index.add(batch, hashes)
-            seen.append(hashes)
+            seen.append(flow_hashes(batch, np.flatnonzero(batch.cols["kind"] == Kind.TCP)))
     return index, np.unique(np.concatenate(seen))
 
 
@@ -49,18 +52,19 @@ def _full_rows(path: Path, wanted: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
 @pytest.mark.parametrize("small_reads", [False, True], ids=["gaps", "one-span"])
 def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcapng: bool,
-                                           small_reads: bool) -> None:
+                                           small_reads: bool, engine: str) -> None:
     path = tmp_path / ("x.pcapng" if pcapng else "x.pcap")
     synth.write_bench(str(path), 20_000, 300, 4, pcapng, mix="bulk")
     if small_reads:  # every packet its own read, spans cut short, batches of a few packets' bytes
         monkeypatch.setattr(ix, "GAP", 0)
         monkeypatch.setattr(ix, "SPAN", 1)
         monkeypatch.setattr(ix, "BATCH_BYTES", 3000)
-    monkeypatch.setattr(ix, "FLUSH_BYTES", 1 << 12)  # most rows in the temporary file
-    index, seen = _indexed(path)
+    monkeypatch.setattr(ix, "BLOCK_ROWS", 97)  # most rows in the temporary file, blocks cut anywhere
+    index, seen = _indexed(path, engine)
     wanted = np.sort(seen[::7])
     want = _full_rows(path, wanted)
     got: dict[str, list[np.ndarray]] = {}
@@ -78,12 +82,13 @@ def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.M
         assert np.array_equal(np.concatenate(got[name]), col), name
 
 
-def test_index_of_gzip_is_not_usable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_index_of_gzip_is_not_usable(tmp_path: Path, engine: str) -> None:
     plain = tmp_path / "x.pcap"
     synth.write_bench(str(plain), 3000, 100, 4, False, mix="short")
     packed = tmp_path / "x.pcap.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    index, seen = _indexed(packed)
+    index, seen = _indexed(packed, engine)
     assert not index.usable
     with pytest.raises(ix.StaleIndex):
         list(index.batches(ix.sorted_member(seen)))
@@ -126,6 +131,6 @@ def test_no_room_for_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def full(*args: object, **kw: object) -> object:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ix, "FLUSH_BYTES", 1 << 12)
+    monkeypatch.setattr(ix, "BLOCK_ROWS", 1000)
     monkeypatch.setattr(ix.tempfile, "TemporaryFile", full)
     assert analyze(str(path)).to_json() == want

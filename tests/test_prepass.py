@@ -41,6 +41,21 @@ def _assert_same(a: NumpyPrepass, b: CompiledPrepass) -> None:
     assert b.ttls.get("203.0.113.255") is None and b.probed.get("not an address") is None
 
 
+def _scanned(path: Path, numpy_prepass: NumpyPrepass, batch_size: int = 65536) -> CompiledPrepass:
+    """The compiled prepass of a whole capture read as the first pass of ``analyze`` reads it (raw records
+    scanned by the compiled decoder), checked against the numpy one fed decoded batches of the same file."""
+    b = CompiledPrepass()
+    with open_capture(str(path), engine="numba", checksums=False, payloads=False, batch_size=batch_size) as cap:
+        b.read(cap)
+    _assert_same(numpy_prepass, b)
+    a_ports, b_ports = numpy_prepass.answered, b.answered
+    assert b_ports.table == a_ports.table
+    assert b_ports.last_close.as_dict() == a_ports.last_close.as_dict()
+    assert b_ports.refusals == a_ports.refusals
+    assert (b.first_ts, b.last_ts, b.ordered) == (numpy_prepass.first_ts, numpy_prepass.last_ts, numpy_prepass.ordered)
+    return b
+
+
 def _bench(tmp_path: Path, packets: int, pcapng: bool = False) -> Path:
     from whyrst import synth
 
@@ -56,6 +71,36 @@ def test_corpus_compiled_prepass_equals_numpy(row: dict[str, str], corpus: Path)
     except CaptureError:
         pytest.skip("unreadable capture")
     _assert_same(a, b)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["file"] for r in ROWS])
+def test_corpus_scanned_records_equal_numpy(row: dict[str, str], corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass's compiled scan of raw records (chunks of 4 KB: records cut at every boundary, tunnels
+    and other records left to the slow path) counts what the numpy prepass counts from decoded batches."""
+    from whyrst.capture import records
+
+    path = corpus / "pcaps" / row["file"]
+    try:
+        a, _ = _both(path)
+    except CaptureError:
+        pytest.skip("unreadable capture")
+    monkeypatch.setattr(records, "HEADERS_CHUNK_SIZE", 4096)
+    _scanned(path, a, batch_size=50)
+
+
+@pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
+def test_bench_scanned_records_equal_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcapng: bool) -> None:
+    """Every table starts with 16 slots and grows several times while a chunk is scanned (the scan stops
+    and goes on)."""
+    from whyrst import synth
+    from whyrst.tcp import prepass
+
+    path = tmp_path / "bench"
+    synth.write_bench(str(path), 40_000, 500, 5, pcapng, reset_share=0.5, mix="short")
+    a, _ = _both(path)
+    monkeypatch.setattr(prepass, "MIN_SLOTS", 16)
+    b = _scanned(path, a)
+    assert len(b.answered.table) > 100 and len(b.answered.refusals) > 100 and len(b.ttls) > 1000
 
 
 @pytest.mark.parametrize("row", ROWS[::3], ids=[r["file"] for r in ROWS[::3]])

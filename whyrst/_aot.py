@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -36,8 +37,10 @@ KERNELS = {
     "walk_pcap": "whyrst.capture._kernels",
     "walk_epb": "whyrst.capture._kernels",
     "decode_all": "whyrst.capture._kernels",
-    "feed": "whyrst.tcp._prepass_kernels",
+    "scan": "whyrst.tcp._prepass_kernels",
+    "count": "whyrst.tcp._prepass_kernels",
     "insert_keys": "whyrst.tcp._prepass_kernels",
+    "place_keys": "whyrst.tcp._prepass_kernels",
     "rehash_ttls": "whyrst.tcp._prepass_kernels",
     "rehash_probes": "whyrst.tcp._prepass_kernels",
     "select_records": "whyrst.tcp._prepass_kernels",
@@ -69,25 +72,48 @@ def _jit(name: str) -> Any:
 # -- loading -------------------------------------------------------------------------------------------
 
 
-def _guarded(name: str, fn: Callable[..., Any], specs: list[list[Any] | None]) -> Callable[..., Any]:
-    """``fn`` when every array argument has the recorded dtype, dimensions, layout and writability
-    (what numba's own dispatch looks at: not alignment); the JIT kernel otherwise."""
-    checks = [(i, np.dtype(s[0]), s[1], s[2], s[4]) for i, s in enumerate(specs) if s is not None]
+Spec = list[Any] | dict[str, list[Any]] | None  # an array's (see _spec), a tuple of arrays', or nothing to check
+
+
+def _guarded(name: str, fn: Callable[..., Any], specs: list[Spec]) -> Callable[..., Any]:
+    """``fn`` when every array argument, and every array in a tuple argument, has the recorded dtype,
+    dimensions, layout and writability (what numba's own dispatch looks at: not alignment); the JIT kernel
+    otherwise. A tuple of arrays (a hash table's columns, passed again and again) is checked once: while
+    the same arrays come in it, they are known to be right."""
+    arrays = [(i, *_check(s)) for i, s in enumerate(specs) if isinstance(s, list)]
+    tuples = [(i, [_check(e) for e in s["tuple"]]) for i, s in enumerate(specs) if isinstance(s, dict)]
     n_args = len(specs)
+    seen: dict[int, list[weakref.ref[np.ndarray]]] = {}  # tuple argument -> the arrays last found right in it
+
+    def right(a: Any, dtype: np.dtype[Any], ndim: int, contiguous: bool, writable: bool) -> bool:
+        return (isinstance(a, np.ndarray) and a.dtype == dtype and a.ndim == ndim
+                and (not contiguous or a.flags.c_contiguous) and (not writable or a.flags.writeable))
+
+    def known(i: int, t: Any) -> bool:
+        refs = seen.get(i)
+        return refs is not None and len(refs) == len(t) and all(r() is a for r, a in zip(refs, t, strict=True))
 
     def call(*args: Any) -> Any:
-        if len(args) == n_args:
-            for i, dtype, ndim, contiguous, writable in checks:
-                a = args[i]
-                if (not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim
-                        or (contiguous and not a.flags.c_contiguous) or (writable and not a.flags.writeable)):
+        if len(args) == n_args and all(right(args[i], *check) for i, *check in arrays):
+            for i, checks in tuples:
+                t = args[i]
+                if isinstance(t, tuple) and known(i, t):
+                    continue
+                if not (isinstance(t, tuple) and len(t) == len(checks)
+                        and all(right(a, *c) for a, c in zip(t, checks, strict=True))):
                     break
+                seen[i] = [weakref.ref(a) for a in t]
             else:
                 return fn(*args)
         return _jit(name)(*args)
 
     call.__name__ = name
     return call
+
+
+def _check(spec: list[Any]) -> tuple[np.dtype[Any], int, bool, bool]:
+    dtype, ndim, contiguous, _aligned, writable = spec
+    return np.dtype(dtype), ndim, contiguous, writable
 
 
 @cache
@@ -118,12 +144,14 @@ def kernels() -> dict[str, Callable[..., Any]] | None:
 # -- building --------------------------------------------------------------------------------------------
 
 
-def _spec(ty: Any) -> list[Any] | None:
+def _spec(ty: Any) -> Spec:
     from numba import types
     from numba.np.numpy_support import as_dtype
 
     if isinstance(ty, types.Array):
         return [str(as_dtype(ty.dtype)), ty.ndim, ty.layout == "C", bool(ty.aligned), bool(ty.mutable)]
+    if isinstance(ty, types.BaseTuple) and len(ty) and all(isinstance(t, types.Array) for t in ty):
+        return {"tuple": [_spec(t) for t in ty]}
     return None
 
 

@@ -242,17 +242,15 @@ def analyze(
         with open_capture(source, warnings=warnings, engine=engine, checksums=not two_pass,
                           payloads=not two_pass) as cap:
             tracker = Tracker(finished, source_tag=str(cap.source).encode())
-            first_ts = -1
-            for batch in cap:
-                if first_ts < 0 and batch.n:
-                    first_ts = int(batch.cols["ts_ns"][0])
-                hashes = prepass.feed(batch)
-                if index is not None:
-                    index.add(batch, hashes)
-                if not two_pass:
+            tick = (lambda: progress(cap.packets, cap.bytes_read)) if progress is not None else None
+            if two_pass:
+                prepass.read(cap, index, tick)
+            else:
+                for batch in cap:
+                    prepass.feed(batch)
                     tracker.feed(batch)
-                if progress is not None:
-                    progress(cap.packets, getattr(cap, "bytes_read", 0))
+                    if tick is not None:
+                        tick()
             name, fmt, packets = cap.source, cap.format, cap.packets
         prepass.finish()  # frees its hash tables before the second pass
         wanted = prepass.rst_hashes() if two_pass else None
@@ -271,7 +269,7 @@ def analyze(
         warnings.warn(f"host facts (usual TTLs, probed ports) are approximate: {prepass.hosts_forgotten} entries "
                       f"of hosts seen once were forgotten (more than {prepass.max_hosts} distinct hosts)")
 
-    hosts = host_view(prepass, first_ts)
+    hosts = host_view(prepass, prepass.first_ts)
     resets, ladders = explain_contexts(observe_contexts(reset_conns, hosts), hosts, keep_ladders)
     return Report(
         source=name, format=fmt, packets=packets, connections=prepass.connections,

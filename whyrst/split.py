@@ -140,21 +140,9 @@ def prepass_range(r: ByteRange, store: str | None = None, parts: int = 1) -> Ran
 
     pre._forget_idle = forget_idle  # type: ignore[method-assign]
     warnings = Warnings()
-    first_ts = last_ts = -1
-    ordered = True
     index = FlowIndex(r.path, store, parts) if store is not None else None
     with open_range(r, frames_before=0, warnings=warnings, engine="numba", checksums=False, payloads=False) as cap:
-        for batch in cap:
-            if batch.n:
-                ts = batch.cols["ts_ns"]
-                if first_ts < 0:
-                    first_ts = int(ts[0])
-                ordered = ordered and int(ts[0]) >= last_ts and not bool((ts[1:] < ts[:-1]).any())
-                last_ts = int(ts[-1])
-            hashes = pre.feed(batch)
-            if index is not None:
-                index.add(batch, hashes)
-            progress(cap.bytes_read)
+        pre.read(cap, index, lambda: progress(cap.bytes_read))
         records, fmt = cap.packets, cap.format
         problem = cap.problem()
     if warnings.all():
@@ -173,7 +161,7 @@ def prepass_range(r: ByteRange, store: str | None = None, parts: int = 1) -> Ran
     plive = pused.view(bool)
     probes = (s0[plive], s1[plive], d0[plive], d1[plive], vp[plive])
     handle = index.detach() if index is not None else None
-    return RangeFacts(records, fmt, first_ts, last_ts, ordered, problem, pre.tcp_packets, pre.connections,
+    return RangeFacts(records, fmt, pre.first_ts, pre.last_ts, pre.ordered, problem, pre.tcp_packets, pre.connections,
                       pre.rst_hashes(), ends, ttls, probes, pre.answered,
                       handle if handle is not None and handle.usable else None)
 

@@ -163,6 +163,157 @@ def checksum(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, s: int, length: int,
     return 1 if acc == 0xFFFF else 0
 
 
+# What the link layer makes of a record: no IP this decoder reads (the row stays OTHER), an IP header at an
+# offset, or a case for the per-packet slow path (tunnels, MPLS, PPPoE, LLC/SNAP, unknown link types).
+LINK_SKIP, LINK_IP, LINK_SLOW = 0, 1, 2
+# What the IP layer makes of it: a bad header (the row stays OTHER), a non-first fragment, a header whose
+# payload starts at ``s``, or IPv6 extension headers (the slow path).
+IP_BAD, IP_FRAGMENT, IP_OK, IP_SLOW = 0, 1, 2, 3
+
+
+@jit
+def link_layer(b: np.ndarray, p: int, end: int, lt: int) -> tuple[int, int, int, int]:
+    """(LINK_*, IP version, where the IP header starts, outermost VLAN id or -1) of the record ``b[p:end]``.
+
+    The VLAN id is the first tag's even when the record turns out not to hold IP (the batch keeps it)."""
+    etype = -1
+    q = p
+    v = 0
+    if lt == 1:  # Ethernet
+        if end - p < 14:
+            return LINK_SKIP, 0, q, -1
+        etype = be16(b, p + 12)
+        q = p + 14
+    elif lt == 113 or lt == 276:  # Linux cooked v1 / v2
+        if lt == 113:
+            if end - p < 16:
+                return LINK_SKIP, 0, q, -1
+            hatype = be16(b, p + 2)
+            etype = be16(b, p + 14)
+            q = p + 16
+        else:
+            if end - p < 20:
+                return LINK_SKIP, 0, q, -1
+            etype = be16(b, p)
+            hatype = be16(b, p + 8)
+            q = p + 20
+        if hatype == 824:
+            return LINK_SKIP, 0, q, -1
+        if etype == 4:
+            return LINK_SLOW, 0, q, -1
+        if etype < 0x0600:
+            return LINK_SKIP, 0, q, -1
+    elif lt == 101 or lt == 12 or lt == 14:  # raw IP
+        if p >= end:
+            return LINK_SKIP, 0, q, -1
+        v = np.int64(b[p]) >> 4
+        if v != 4 and v != 6:
+            return LINK_SKIP, 0, q, -1
+        return LINK_IP, v, q, -1
+    elif lt == 0 or lt == 108:  # NULL / LOOP: address family
+        if end - p < 4:
+            return LINK_SKIP, 0, q, -1
+        fam = be32(b, p)
+        fam_host = u32(b, p, False) if lt == 0 else -1
+        if fam == 2 or fam_host == 2:
+            v = 4
+        elif fam == 24 or fam == 28 or fam == 30 or fam_host == 24 or fam_host == 28 or fam_host == 30:
+            v = 6
+        else:
+            return LINK_SKIP, 0, q, -1
+        return LINK_IP, v, p + 4, -1
+    elif lt == 228:
+        return LINK_IP, 4, q, -1
+    elif lt == 229:
+        return LINK_IP, 6, q, -1
+    else:
+        return LINK_SLOW, 0, q, -1
+    vlan = -1
+    while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
+        if q + 4 > end:
+            return LINK_SKIP, 0, q, vlan
+        if vlan < 0:
+            vlan = be16(b, q) & 0x0FFF
+        etype = be16(b, q + 2)
+        q += 4
+    if etype == 0x0800:
+        return LINK_IP, 4, q, vlan
+    if etype == 0x86DD:
+        return LINK_IP, 6, q, vlan
+    if etype <= 1500 or etype == 0x8847 or etype == 0x8848 or etype == 0x8864:
+        return LINK_SLOW, 0, q, vlan
+    return LINK_SKIP, 0, q, vlan
+
+
+@jit
+def ip_layer(b: np.ndarray, q: int, end: int, v: int) -> tuple[int, int, int, int, int, int, int, int, int, bool]:
+    """(IP_*, TTL, IP ID (-1 for IPv6), DF, TOS, protocol, payload start, end of the captured payload,
+    payload length (TSO-aware), whether the datagram is whole) of the IP header at ``b[q:end]``."""
+    if v == 4:
+        if q + 20 > end:
+            return IP_BAD, 0, 0, 0, 0, 0, 0, 0, 0, False
+        vhl = np.int64(b[q])
+        if vhl >> 4 != 4:
+            return IP_BAD, 0, 0, 0, 0, 0, 0, 0, 0, False
+        hl = (vhl & 0x0F) * 4
+        if hl < 20 or q + hl > end:
+            return IP_BAD, 0, 0, 0, 0, 0, 0, 0, 0, False
+        tlen = be16(b, q + 2)
+        tso = tlen == 0
+        if tso:
+            total = end - q
+        elif tlen < hl:
+            return IP_BAD, 0, 0, 0, 0, 0, 0, 0, 0, False
+        else:
+            total = tlen
+        off = be16(b, q + 6)
+        status = IP_FRAGMENT if off & 0x1FFF else IP_OK
+        complete = (not tso) and (off & 0x2000) == 0 and q + total <= end
+        return (status, np.int64(b[q + 8]), be16(b, q + 4), (off >> 14) & 1, np.int64(b[q + 1]),
+                np.int64(b[q + 9]), q + hl, min(end, q + total), total - hl, complete)
+    if q + 40 > end or np.int64(b[q]) >> 4 != 6:
+        return IP_BAD, 0, 0, 0, 0, 0, 0, 0, 0, False
+    s = q + 40
+    plen = be16(b, q + 4)
+    tso = plen == 0
+    if tso:
+        plen = end - s
+    proto = np.int64(b[q + 6])
+    status = IP_SLOW if proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60 else IP_OK
+    return (status, np.int64(b[q + 7]), -1, 0, (be32(b, q) >> 20) & 0xFF, proto, s, min(end, s + plen), plen,
+            (not tso) and s + plen <= end)
+
+
+@jit
+def tcp_header_len(b: np.ndarray, s: int, cend: int) -> int:
+    """The TCP header length of the segment at ``b[s:cend]``, or -1 when the header is cut or impossible
+    (the slow path then tells a header cut by the snap length from garbage)."""
+    if cend - s < 20:
+        return -1
+    thl = (be16(b, s + 12) >> 12) * 4
+    if thl < 20 or thl > cend - s:
+        return -1
+    return thl
+
+
+@jit
+def other_is_slow(b: np.ndarray, proto: int, s: int, cend: int, length: int) -> bool:
+    """Whether an IP payload other than TCP may carry TCP in a tunnel (the slow path decodes those)."""
+    if proto == 4 or proto == 41 or proto == 47 or proto == 51:
+        return True
+    if proto == 17 and cend - s >= 8:
+        sp = be16(b, s)
+        dp = be16(b, s + 2)
+        if sp == 4789 or dp == 4789 or sp == 6081 or dp == 6081 or sp == 3544 or dp == 3544:
+            return True
+        u = s + 8
+        if length - 8 >= 40 and cend - u >= 2:
+            first = np.int64(b[u])
+            if first >> 4 == 6 or (first == 0 and (b[u + 1] == 0 or b[u + 1] == 1)):
+                return True  # may be Teredo on another port: the slow path decides
+    return False
+
+
 @jit
 def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, caps: np.ndarray, links: np.ndarray,
                slow: np.ndarray,
@@ -176,155 +327,42 @@ def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, 
     for i in range(len(offs)):
         p = np.int64(offs[i])
         end = p + np.int64(caps[i])
-        lt = np.int64(links[i])
-        etype = -1
-        q = p
-        v = 0
-        if lt == 1:  # Ethernet
-            if end - p < 14:
-                continue
-            etype = be16(b, p + 12)
-            q = p + 14
-        elif lt == 113 or lt == 276:  # Linux cooked v1 / v2
-            if lt == 113:
-                if end - p < 16:
-                    continue
-                hatype = be16(b, p + 2)
-                etype = be16(b, p + 14)
-                q = p + 16
-            else:
-                if end - p < 20:
-                    continue
-                etype = be16(b, p)
-                hatype = be16(b, p + 8)
-                q = p + 20
-            if hatype == 824:
-                continue
-            if etype == 4:
+        link, v, q, tag = link_layer(b, p, end, np.int64(links[i]))
+        if tag >= 0:
+            vlan[i] = tag
+        if link != LINK_IP:
+            if link == LINK_SLOW:
                 slow[i] = 1
-                continue
-            if etype < 0x0600:
-                continue
-        elif lt == 101 or lt == 12 or lt == 14:  # raw IP
-            if p >= end:
-                continue
-            v = np.int64(b[p]) >> 4
-            if v != 4 and v != 6:
-                continue
-        elif lt == 0 or lt == 108:  # NULL / LOOP: address family
-            if end - p < 4:
-                continue
-            fam = be32(b, p)
-            fam_host = u32(b, p, False) if lt == 0 else -1
-            if fam == 2 or fam_host == 2:
-                v = 4
-            elif fam == 24 or fam == 28 or fam == 30 or fam_host == 24 or fam_host == 28 or fam_host == 30:
-                v = 6
-            else:
-                continue
-            q = p + 4
-        elif lt == 228:
-            v = 4
-        elif lt == 229:
-            v = 6
-        else:
+            continue
+        status, hop, ident, df, tclass, proto, s, cend, length, complete = ip_layer(b, q, end, v)
+        if status == IP_BAD:
+            continue
+        if status == IP_SLOW:
             slow[i] = 1
             continue
-        if etype >= 0:
-            seen = False
-            ok = True
-            while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
-                if q + 4 > end:
-                    ok = False
-                    break
-                if not seen:
-                    vlan[i] = be16(b, q) & 0x0FFF
-                    seen = True
-                etype = be16(b, q + 2)
-                q += 4
-            if not ok:
-                continue
-            if etype == 0x0800:
-                v = 4
-            elif etype == 0x86DD:
-                v = 6
-            elif etype <= 1500 or etype == 0x8847 or etype == 0x8848 or etype == 0x8864:
-                slow[i] = 1
-                continue
-            else:
-                continue
+        ip_version[i] = v
+        ttl[i] = hop
+        ip_id[i] = ident
+        ip_df[i] = df != 0
+        tos[i] = tclass
         if v == 4:
-            if q + 20 > end:
-                continue
-            vhl = np.int64(b[q])
-            if vhl >> 4 != 4:
-                continue
-            hl = (vhl & 0x0F) * 4
-            if hl < 20 or q + hl > end:
-                continue
-            tlen = be16(b, q + 2)
-            tso = tlen == 0
-            if tso:
-                total = end - q
-            elif tlen < hl:
-                continue
-            else:
-                total = tlen
-            off = be16(b, q + 6)
-            ip_version[i] = 4
-            ttl[i] = b[q + 8]
-            ip_id[i] = be16(b, q + 4)
-            ip_df[i] = (off & 0x4000) != 0
-            tos[i] = b[q + 1]
             for j in range(4):
                 src[i, j] = b[q + 12 + j]
                 dst[i, j] = b[q + 16 + j]
-            if off & 0x1FFF:
-                kind[i] = KIND_FRAGMENT
-                continue
-            kind[i] = KIND_IP_OTHER
-            complete = (not tso) and (off & 0x2000) == 0 and q + total <= end
-            proto = np.int64(b[q + 9])
-            s = q + hl
-            cend = min(end, q + total)
-            length = total - hl
-            v6 = False
         else:
-            if q + 40 > end:
-                continue
-            if np.int64(b[q]) >> 4 != 6:
-                continue
-            ip_version[i] = 6
-            ttl[i] = b[q + 7]
-            ip_id[i] = -1
-            tos[i] = (be32(b, q) >> 20) & 0xFF
             for j in range(16):
                 src[i, j] = b[q + 8 + j]
                 dst[i, j] = b[q + 24 + j]
-            kind[i] = KIND_IP_OTHER
-            s = q + 40
-            plen = be16(b, q + 4)
-            tso = plen == 0
-            if tso:
-                plen = end - s
-            cend = min(end, s + plen)
-            complete = (not tso) and s + plen <= end
-            proto = np.int64(b[q + 6])
-            if proto == 0 or proto == 43 or proto == 44 or proto == 51 or proto == 60:
-                slow[i] = 1
-                continue
-            length = plen
-            v6 = True
+        if status == IP_FRAGMENT:
+            kind[i] = KIND_FRAGMENT
+            continue
+        kind[i] = KIND_IP_OTHER
         if proto == 6:
-            avail = cend - s
-            if avail < 20:
+            thl = tcp_header_len(b, s, cend)
+            if thl < 0:
                 slow[i] = 1
                 continue
             off_flags = be16(b, s + 12)
-            thl = (off_flags >> 12) * 4
-            if thl < 20 or thl > avail:
-                slow[i] = 1
-                continue
             kind[i] = KIND_TCP
             sport[i] = be16(b, s)
             dport[i] = be16(b, s + 2)
@@ -373,24 +411,7 @@ def decode_all(b: np.ndarray, w0: np.ndarray, w1: np.ndarray, offs: np.ndarray, 
                     op += olen
                 opt_mask[i] = mask
             if check and complete and length >= thl:
-                checksum_ok[i] = checksum(b, w0, w1, s, length, q, v6)
+                checksum_ok[i] = checksum(b, w0, w1, s, length, q, v == 6)
             continue
-        if proto == 4 or proto == 41 or proto == 47 or proto == 51:
+        if other_is_slow(b, proto, s, cend, length):
             slow[i] = 1
-            continue
-        if proto == 17:
-            if cend - s < 8:
-                continue
-            sp = be16(b, s)
-            dp = be16(b, s + 2)
-            if sp == 4789 or dp == 4789 or sp == 6081 or dp == 6081 or sp == 3544 or dp == 3544:
-                slow[i] = 1
-                continue
-            u = s + 8
-            size = length - 8
-            if size >= 40 and cend - u >= 2:
-                first = np.int64(b[u])
-                if first >> 4 == 6 or (first == 0 and (b[u + 1] == 0 or b[u + 1] == 1)):
-                    slow[i] = 1  # may be Teredo on another port: the slow path decides
-                    continue
-        continue

@@ -30,7 +30,7 @@ from whyrst.errors import CaptureError, WhyrstError
 COLUMNS = (("hash", "<u8"), ("frame", "<i8"), ("offset", "<i8"), ("ts", "<i8"), ("cap", "<u4"), ("wire", "<u4"),
            ("link", "<u2"), ("iface", "<u2"))
 ROW_BYTES = sum(np.dtype(t).itemsize for _, t in COLUMNS)
-FLUSH_BYTES = 4 << 20  # rows kept in memory before they go to the temporary file
+BLOCK_ROWS = (4 << 20) // ROW_BYTES  # rows kept in memory (the block the first pass fills) before they go to the file
 BATCH_BYTES = 32 << 20  # packet bytes read back for one batch, at most (but always one packet)
 GAP = 4096  # packets closer than this are read with one system call (the bytes between are read too)
 SPAN = 1 << 20  # ...up to this many bytes at a time
@@ -90,8 +90,10 @@ class FlowIndex:
         if parts > 1 and store is None:
             raise ValueError("an index in partitions needs a named store")
         self.parts = parts
-        self._pending: list[list[list[np.ndarray]]] = [[] for _ in range(parts)]
-        self._pending_bytes = 0
+        # the rows not yet in the files: filled by add(), or by the first pass's compiled scan, which writes
+        # straight into these columns and says how many it filled
+        self.block = tuple(np.empty(BLOCK_ROWS, dtype=dtype) for _, dtype in COLUMNS)
+        self.filled = 0
         self._files: list[IO[bytes] | None] = [None] * parts
         self._reading = [0]  # the partitions batches() reads
 
@@ -103,8 +105,7 @@ class FlowIndex:
         """All the rows in the store files, for :meth:`attach` in other processes (needs a named store)."""
         if self.store is None:
             raise ValueError("only an index with a named store can be attached elsewhere")
-        if self.usable:
-            self._flush()
+        self.flush()
         for part, fh in enumerate(self._files):
             if self.usable and fh is None:  # (no row at all: an empty store)
                 fh = open(self.part_store(self.store, part, self.parts), "w+b")  # noqa: SIM115 - closed below
@@ -120,7 +121,7 @@ class FlowIndex:
         index = cls.__new__(cls)
         index.path, index.identity, index.store = handle.path, handle.identity, handle.store
         index.rows, index.usable, index.parts = handle.rows, handle.usable, handle.parts
-        index._pending, index._pending_bytes = [[] for _ in range(handle.parts)], 0
+        index.block, index.filled = (), 0
         index._files = [None] * handle.parts
         index._reading = list(parts)
         if handle.usable:
@@ -138,49 +139,52 @@ class FlowIndex:
         every = bool(is_tcp.all())
         tcp = slice(None) if every else np.flatnonzero(is_tcp)
         if not isinstance(offsets, np.ndarray) or (len(tcp_hashes) and int(offsets[tcp].min()) < 0):
-            self.usable = False
-            self.close()
-            return
-        if not len(tcp_hashes):
+            self.disable()
             return
         cols = {"hash": tcp_hashes, "frame": c["frame"], "offset": offsets, "ts": c["ts_ns"], "cap": c["cap_len"],
                 "wire": c["wire_len"], "link": c["link_type"], "iface": c["iface"]}
-        block = [np.ascontiguousarray(cols[name] if name == "hash" or every else cols[name][tcp], dtype=dtype)
-                 for name, dtype in COLUMNS]
-        if self.parts == 1:
-            self._pending[0].append(block)
-        else:
-            part = partition_of(tcp_hashes, self.parts)
-            for q in range(self.parts):
-                sel = np.flatnonzero(part == np.uint64(q))
-                if len(sel):
-                    self._pending[q].append([col[sel] for col in block])
-        self._pending_bytes += ROW_BYTES * len(tcp_hashes)
-        self.rows += len(tcp_hashes)
-        if self._pending_bytes >= FLUSH_BYTES:
-            self._flush()
+        rows = [cols[name] if name == "hash" or every else cols[name][tcp] for name, _ in COLUMNS]
+        done, n = 0, len(tcp_hashes)
+        while done < n and self.usable:
+            take = min(n - done, BLOCK_ROWS - self.filled)
+            for column, values in zip(self.block, rows, strict=True):
+                column[self.filled : self.filled + take] = values[done : done + take]
+            self.filled += take
+            done += take
+            if self.filled == BLOCK_ROWS:
+                self.flush()
 
-    def _flush(self) -> None:
-        if not self._pending_bytes:
+    def disable(self) -> None:
+        """No index after all (a batch without file offsets, a full disk): the second pass reads the capture."""
+        self.usable = False
+        self.close()
+
+    def flush(self) -> None:
+        """The block's rows to the files (an index that cannot be written is disabled)."""
+        n, self.filled = self.filled, 0
+        if not n or not self.usable:
             return
+        block = [column[:n] for column in self.block]
+        if self.parts == 1:
+            by_part = [(0, block)]
+        else:
+            part = partition_of(block[0], self.parts)
+            by_part = [(q, [column[sel] for column in block]) for q in range(self.parts)
+                       if len(sel := np.flatnonzero(part == np.uint64(q)))]
         try:
-            for part, blocks in enumerate(self._pending):
-                if not blocks:
-                    continue
-                fh = self._files[part]
-                if fh is None:  # (closed by close())
-                    fh = self._files[part] = (
+            for q, rows in by_part:
+                fh = self._files[q]
+                if fh is None:
+                    fh = self._files[q] = (
                         tempfile.TemporaryFile(prefix="whyrst-index-") if self.store is None  # noqa: SIM115
-                        else open(self.part_store(self.store, part, self.parts), "w+b"))  # noqa: SIM115
-                for block in blocks:
-                    fh.write(np.int64(len(block[0])).tobytes())
-                    for col in block:
-                        col.tofile(fh)
+                        else open(self.part_store(self.store, q, self.parts), "w+b"))  # noqa: SIM115
+                fh.write(np.int64(len(rows[0])).tobytes())
+                for column in rows:
+                    column.tofile(fh)
         except OSError:  # (no room for it: the second pass reads the capture again instead)
-            self.usable = False
-            self.close()
+            self.disable()
             return
-        self._pending, self._pending_bytes = [[] for _ in range(self.parts)], 0
+        self.rows += n
 
     def _blocks(self) -> Iterator[list[np.ndarray]]:
         """The blocks of rows of the partitions read, in capture order: each partition's rows are, so
@@ -238,12 +242,12 @@ class FlowIndex:
                     block.append(data[at : at + size].view(dtype))
                     at += size
                 yield block
-        yield from self._pending[part]
 
     def batches(self, member: Member, *, engine: str = "auto", checksums: bool = True,
                 batch_size: int = BATCH_ROWS) -> Iterator[PacketBatch]:
         """The packets of the wanted flows (``member``: which flow hashes are wanted), decoded, with their
         frame numbers. Raises :class:`StaleIndex` if the file is no longer the one indexed."""
+        self.flush()
         if not self.usable:
             raise StaleIndex(f"{self.path}: not indexed")
         if engine == "auto":
@@ -311,8 +315,7 @@ class FlowIndex:
             if fh is not None:
                 fh.close()
         self._files = [None] * self.parts
-        self._pending = [[] for _ in range(self.parts)]
-        self._pending_bytes = 0
+        self.filled = 0
 
     def __enter__(self) -> FlowIndex:
         return self

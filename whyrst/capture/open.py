@@ -166,7 +166,9 @@ class Capture:
         self._owned: BinaryIO | None = None
         self._unsupported: dict[int, int] = {}
         self._stream: rec.ByteStream | None = None
+        self._records: Iterator[rec.Records] | None = None  # a binary format's chunks, before decoding
         self._batches: Iterator[PacketBatch] | None = None
+        self._decoder: dec.BatchDecoder | None = None
         raw = self._open(source)
         self._raw = raw
         try:
@@ -216,16 +218,16 @@ class Capture:
             stream.headers_only = not self.payloads
             self._stream = stream
             walker = None if self.engine == "numba" else pcap.walk_py
-            records = pcap.read_pcap(stream, self.source, self.batch_size, self.warnings, walker)
-            return self._decoded(self._primed(records))
+            self._records = self._primed(pcap.read_pcap(stream, self.source, self.batch_size, self.warnings, walker))
+            return self._decoded(self._records)
         if head == pcapng.MAGIC:
             self.format = "pcapng" + suffix
             stream = rec.ByteStream(raw, prefix=head, live=live)
             stream.headers_only = not self.payloads
             self._stream = stream
-            records = pcapng.read_pcapng(stream, self.source, self.batch_size, self.warnings,
-                                         walker=True if self.engine == "numba" else None)
-            return self._decoded(self._primed(records))
+            self._records = self._primed(pcapng.read_pcapng(stream, self.source, self.batch_size, self.warnings,
+                                                            walker=True if self.engine == "numba" else None))
+            return self._decoded(self._records)
         sample = head + probe.read_exact(SNIFF - len(head))
         if _looks_like_text(sample):
             try:
@@ -255,8 +257,48 @@ class Capture:
         return chained()
 
     # -- iterating -------------------------------------------------------------------------------
+    def chunks(self) -> Iterator[tuple[rec.Records, int, int]] | None:
+        """Instead of the batches: each chunk's records as the reader walked them, not decoded, with the
+        number of records before them and where the chunk's buffer starts in the file (-1 when unknown: a
+        gzip file), for a reader of the headers only that decodes them itself with the compiled kernels
+        (the first pass: ``CompiledPrepass.scan``), and :meth:`decode_rest` for what they leave to the
+        slow path. None when the capture is not read that way (text, another decoder, payloads wanted)."""
+        if (self._records is None or self.payloads or self.select is not None or self.engine != "numba"
+                or self.prefetch):
+            return None
+        records, self._records, self._batches = self._records, None, None
+        return self._chunks(records)
+
+    def _chunks(self, records: Iterator[rec.Records]) -> Iterator[tuple[rec.Records, int, int]]:
+        for r in records:
+            self._count_unsupported(r.link)
+            frames = self._frames
+            self._frames += r.n
+            self.packets += r.n
+            yield r, frames, self._file_base(r)
+        self._finish()
+
+    def _file_base(self, r: rec.Records) -> int:
+        """Where ``r``'s buffer starts in the file (-1: unknown, as in a gzip file's decompressed stream)."""
+        return r.base + self.file_offset_shift if r.base >= 0 and "gzip" not in self.format else -1
+
+    def decode_rest(self, r: rec.Records, start: int, frames_before: int) -> PacketBatch:
+        """Records ``r[start:]`` of a chunk from :meth:`chunks` (``frames_before`` records before the chunk)
+        decoded into a batch of headers, as iterating the capture would have decoded them."""
+        part = rec.Records(r.buf, r.n - start, r.offs[start:], r.cap[start:], r.wire[start:], r.ts[start:],
+                           r.link[start:], r.iface[start:], r.base)
+        batch = PacketBatch.empty(part.n)
+        self._batch_decoder().decode_into(part, frames_before + start, batch)
+        base = self._file_base(r)
+        return self._headers_only(batch, part.offs + base if base >= 0 else np.full(part.n, -1, dtype=np.int64))
+
+    def _batch_decoder(self) -> dec.BatchDecoder:
+        if self._decoder is None:
+            self._decoder = dec.BatchDecoder(self.engine, checksums=self.checksums)
+        return self._decoder
+
     def _decoded(self, records: Iterator[rec.Records]) -> Iterator[PacketBatch]:
-        decoder = dec.BatchDecoder(self.engine, checksums=self.checksums)
+        decoder = self._batch_decoder()
         if not self.payloads and self.select is None:
             yield from self._merged(decoder, records)
             self._finish()
@@ -298,8 +340,8 @@ class Capture:
                     r.buf, take, r.offs[pos : pos + take], r.cap[pos : pos + take], r.wire[pos : pos + take],
                     r.ts[pos : pos + take], r.link[pos : pos + take], r.iface[pos : pos + take], r.base)
                 decoder.decode_into(part, self._frames, batch.rows(k, k + take))
-                offsets[k : k + take] = (part.offs + (part.base + self.file_offset_shift)
-                                         if r.base >= 0 and "gzip" not in self.format else -1)
+                base = self._file_base(r)
+                offsets[k : k + take] = part.offs + base if base >= 0 else -1
                 self._frames += take
                 pos += take
                 k += take

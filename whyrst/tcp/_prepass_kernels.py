@@ -2,11 +2,18 @@
 
 Open-addressing hash tables (power-of-two capacity, linear probing, a ``used`` byte per slot) kept
 in plain numpy arrays that Python owns and grows: a kernel stops before a table would pass half
-full and returns where it stopped, Python doubles that table and calls again from there.
+full and returns where it stopped, Python doubles that table and calls again from there. Each table
+travels as one tuple of its columns (see ``CompiledPrepass``).
 
-* :func:`feed` takes one decoded batch: per TCP row the canonical flow hash (the same value as
-  :func:`whyrst.tcp.prepass.flow_hashes`, handed back), the RST-bearing flow hashes, host TTL counts, bare-SYN
-  probes and the Zeek-style connection count;
+* :func:`count` counts decoded rows (a batch, from the slow path, a text capture or a stream): the
+  canonical flow hash (the same value as :func:`whyrst.tcp.prepass.flow_hashes`), the RST-bearing flow
+  hashes, host TTL counts, bare-SYN probes, the Zeek-style connection count, and when each server port
+  answered SYNs, closed connections and refused SYNs (see ``AnsweredPorts``);
+* :func:`scan` takes one chunk of raw records as a reader walked them (the first pass of ``analyze``):
+  it decodes each record's headers with the decoder's own link, IP and TCP layers
+  (:mod:`whyrst.capture._kernels`) and counts them with :func:`count`, which also writes their rows of
+  the file's index, without building a batch; it stops at a record only the per-packet slow path can
+  decode;
 * :func:`in_set` tells which flow hashes are in a table (the RST-bearing flows, for the file's index);
 * :func:`select_records` looks at raw records before decoding and keeps those that may belong to a
   wanted flow (any record it does not fully understand is kept: the decoded rows are filtered again
@@ -18,29 +25,59 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from whyrst.capture._kernels import (
+    IP_BAD,
+    IP_FRAGMENT,
+    IP_SLOW,
+    LINK_IP,
+    LINK_SLOW,
+    be16,
+    be32,
+    ip_layer,
+    link_layer,
+    other_is_slow,
+    tcp_header_len,
+)
 from whyrst.tcp._prepass_layout import (
+    FULL_ANSWERS,
+    FULL_CLOSES,
     FULL_CONNS,
+    FULL_INDEX,
     FULL_NONE,
     FULL_PROBES,
+    FULL_REFUSALS,
     FULL_RSTS,
     FULL_TTLS,
+    NO_TIME,
+    SLOW_RECORD,
+    ST_ANSWERS,
+    ST_BACKWARDS,
+    ST_CLOSES,
     ST_CONNECTIONS,
     ST_CONNS,
+    ST_FIRST_TS,
+    ST_INDEX,
+    ST_LAST_TS,
     ST_MAX_TS,
     ST_PROBES,
+    ST_REFUSALS,
+    ST_REFUSALS_DROPPED,
     ST_RSTS,
     ST_TCP,
     ST_TTLS,
 )
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# A helper that takes arrays, inlined where numba compiles the kernel that calls it: a call of a compiled
+# function counts a reference to every array it is given, with atomic operations, per packet.
+inline = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 
 M1 = np.uint64(0xBF58476D1CE4E5B9)
 M2 = np.uint64(0x94D049BB133111EB)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-S30, S27, S31, S16, S40, S8 = (np.uint64(k) for k in (30, 27, 31, 16, 40, 8))
+S30, S27, S31, S16, S40, S8, S44 = (np.uint64(k) for k in (30, 27, 31, 16, 40, 8, 44))
 KIND_TCP = 1
-SYN, RST, ACK = 0x002, 0x004, 0x010
+FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 
 
 @jit
@@ -70,6 +107,12 @@ def flow_hash(s0: np.uint64, s1: np.uint64, d0: np.uint64, d1: np.uint64, sport:
 
 
 @jit
+def port_key(w0: np.uint64, w1: np.uint64, version: np.uint64, port: np.uint64) -> np.uint64:
+    """Same as ``prepass.port_keys`` for one end of one row."""
+    return mix(mix(mix(w0 ^ GOLDEN) ^ w1 ^ (version << S40)) ^ (port << S44))
+
+
+@inline
 def set_find(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> int:
     """The slot holding ``key``, or -(free slot) - 1."""
     mask = np.uint64(len(keys) - 1)
@@ -82,37 +125,85 @@ def set_find(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> int:
 
 
 @jit
-def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, sport: np.ndarray,
-         dport: np.ndarray, version: np.ndarray, ttl: np.ndarray, src: np.ndarray, dst: np.ndarray,
-         hashes: np.ndarray, start: int, inactivity: int, stats: np.ndarray,
-         c_key: np.ndarray, c_used: np.ndarray, c_ts: np.ndarray, c_syn: np.ndarray,
-         r_key: np.ndarray, r_used: np.ndarray,
-         t_w0: np.ndarray, t_w1: np.ndarray, t_vt: np.ndarray, t_n: np.ndarray, t_used: np.ndarray,
-         p_s0: np.ndarray, p_s1: np.ndarray, p_d0: np.ndarray, p_d1: np.ndarray, p_vp: np.ndarray,
-         p_used: np.ndarray) -> tuple[int, int]:
-    """Rows from ``start``; returns (next row, FULL_*): stops before a table would pass half full. Each TCP
-    row's flow hash goes to ``hashes``."""
-    n = len(kind)
-    for i in range(start, n):
+def _be16(b: np.ndarray, p: int) -> np.uint64:
+    return (np.uint64(b[p]) << S8) | np.uint64(b[p + 1])
+
+
+@jit
+def _le64(b: np.ndarray, p: int, k: int) -> np.uint64:
+    """Bytes ``b[p:p+k]`` (k <= 8) as a little-endian word (the rest zero)."""
+    w = np.uint64(0)
+    for j in range(k):
+        w |= np.uint64(b[p + j]) << np.uint64(8 * j)
+    return w
+
+
+@jit
+def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, sport: np.ndarray, dport: np.ndarray,
+          version: np.ndarray, ttl: np.ndarray, src: np.ndarray, dst: np.ndarray, hashes: np.ndarray, start: int,
+          stop: int, inactivity: int, max_refusals: int, stats: np.ndarray, conns: tuple, rsts: tuple, ttls: tuple,
+          probes: tuple, answers: tuple, closes: tuple, refusals: tuple, frames_before: int, file_base: int,
+          offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, links: np.ndarray, ifaces: np.ndarray,
+          index: tuple) -> tuple[int, int]:
+    """Rows ``start:stop`` of decoded columns (addresses as two little-endian words a row): every row's time,
+    and each TCP row (``kind`` 1) counted: its flow hash to ``hashes`` (the same value as
+    ``prepass.flow_hashes``), the RST-bearing flow hashes, host TTL counts, bare-SYN probes, the Zeek-style
+    connection count, when the sending port answered SYNs, closed connections and refused SYNs (see
+    ``AnsweredPorts``), and, when ``file_base`` >= 0, its row of the file's index appended to the ``index``
+    block (frame ``frames_before + row + 1``, at ``file_base + offs[row]``).
+
+    Returns (next row, FULL_*): it stops before a row when a table could pass half full with it (a row adds
+    at most one entry to each) or the index block is full. One loop with every table's columns in local
+    variables: handing arrays to a compiled function counts references to them, per call."""
+    c_key, c_used, c_ts, c_syn = conns
+    r_key, r_used = rsts
+    t_w0, t_w1, t_vt, t_n, t_used = ttls
+    p_s0, p_s1, p_d0, p_d1, p_vp, p_used = probes
+    a_key, a_used, a_first, a_last, a_n = answers
+    x_key, x_used, x_last = closes
+    f_server, f_client, f_ts, f_synack, f_close = refusals
+    i_hash, i_frame, i_offset, i_ts, i_cap, i_wire, i_link, i_iface = index
+    first_ts, last_ts, backwards = stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS]
+    status = FULL_NONE
+    i = start
+    while i < stop:
+        t = np.int64(ts[i])
+        if kind[i] == KIND_TCP:
+            if 2 * (stats[ST_CONNS] + 1) > len(c_key):
+                status = FULL_CONNS
+            elif 2 * (stats[ST_RSTS] + 1) > len(r_key):
+                status = FULL_RSTS
+            elif 2 * (stats[ST_TTLS] + 1) > len(t_w0):
+                status = FULL_TTLS
+            elif 2 * (stats[ST_PROBES] + 1) > len(p_s0):
+                status = FULL_PROBES
+            elif 2 * (stats[ST_ANSWERS] + 1) > len(a_key):
+                status = FULL_ANSWERS
+            elif 2 * (stats[ST_CLOSES] + 1) > len(x_key):
+                status = FULL_CLOSES
+            elif stats[ST_REFUSALS] == len(f_server) and len(f_server) < max_refusals:
+                status = FULL_REFUSALS
+            elif file_base >= 0 and stats[ST_INDEX] == len(i_hash):
+                status = FULL_INDEX
+            if status != FULL_NONE:
+                break
+        if first_ts == NO_TIME:
+            first_ts = t
+        elif t < last_ts:
+            backwards += 1
+        last_ts = t
         if kind[i] != KIND_TCP:
+            i += 1
             continue
-        # each row adds at most one entry to each table
-        if 2 * (stats[ST_CONNS] + 1) > len(c_key):
-            return i, FULL_CONNS
-        if 2 * (stats[ST_RSTS] + 1) > len(r_key):
-            return i, FULL_RSTS
-        if 2 * (stats[ST_TTLS] + 1) > len(t_w0):
-            return i, FULL_TTLS
-        if 2 * (stats[ST_PROBES] + 1) > len(p_s0):
-            return i, FULL_PROBES
+
         stats[ST_TCP] += 1
         f = np.int64(flags[i])
         v = np.uint64(version[i])
         s0, s1, d0, d1 = src[i, 0], src[i, 1], dst[i, 0], dst[i, 1]
         sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
+        sq = np.int64(seq[i])
         h = flow_hash(s0, s1, d0, d1, sp, dp, v)
         hashes[i] = h
-        t = np.int64(ts[i])
         if t > stats[ST_MAX_TS]:
             stats[ST_MAX_TS] = t
         is_rst = (f & RST) != 0
@@ -151,7 +242,7 @@ def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, s
 
         # Zeek-style connection count: a tuple's first packet, a SYN with a new sequence number, or a
         # packet after the inactivity timeout starts a connection
-        sq = np.int64(seq[i]) if bare_syn else np.int64(-1)
+        syn_seq = sq if bare_syn else np.int64(-1)
         j = set_find(c_key, c_used, h)
         if j < 0:
             j = -j - 1
@@ -161,12 +252,120 @@ def feed(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, s
             c_syn[j] = -1
             stats[ST_CONNS] += 1
         prev_ts, prev_syn = c_ts[j], c_syn[j]
-        if prev_ts < 0 or t - prev_ts >= inactivity or (sq >= 0 and prev_syn >= 0 and sq != prev_syn):
+        if prev_ts < 0 or t - prev_ts >= inactivity or (syn_seq >= 0 and prev_syn >= 0 and syn_seq != prev_syn):
             stats[ST_CONNECTIONS] += 1
         c_ts[j] = t
-        if sq >= 0:
-            c_syn[j] = sq
-    return n, FULL_NONE
+        if syn_seq >= 0:
+            c_syn[j] = syn_seq
+
+        # when the sending port answered SYNs, closed connections and refused SYNs (AnsweredPorts)
+        handshake = f & (SYN | ACK | RST)
+        refusal = handshake == (ACK | RST) and sq == 0
+        if handshake == (SYN | ACK) or refusal or ((f & (FIN | RST)) != 0 and (f & SYN) == 0):
+            server = port_key(s0, s1, v, sp)
+            if handshake == (SYN | ACK):
+                j = set_find(a_key, a_used, server)
+                if j < 0:
+                    j = -j - 1
+                    a_used[j] = 1
+                    a_key[j] = server
+                    a_first[j], a_last[j], a_n[j] = t, t, 0
+                    stats[ST_ANSWERS] += 1
+                a_first[j] = min(a_first[j], t)
+                a_last[j] = max(a_last[j], t)
+                a_n[j] += 1
+            elif refusal:
+                k = stats[ST_REFUSALS]
+                if k < len(f_server):
+                    j = set_find(a_key, a_used, server)
+                    f_synack[k] = a_last[j] if j >= 0 else -1
+                    j = set_find(x_key, x_used, server)
+                    f_close[k] = x_last[j] if j >= 0 else -1
+                    f_server[k], f_client[k], f_ts[k] = server, port_key(d0, d1, v, dp), t
+                    stats[ST_REFUSALS] = k + 1
+                else:
+                    stats[ST_REFUSALS_DROPPED] += 1
+            else:
+                j = set_find(x_key, x_used, server)
+                if j < 0:
+                    j = -j - 1
+                    x_used[j] = 1
+                    x_key[j] = server
+                    x_last[j] = t
+                    stats[ST_CLOSES] += 1
+                x_last[j] = max(x_last[j], t)
+
+        if file_base >= 0:
+            k = stats[ST_INDEX]
+            i_hash[k] = h
+            i_frame[k] = frames_before + i + 1
+            i_offset[k] = file_base + np.int64(offs[i])
+            i_ts[k] = t
+            i_cap[k] = caps[i]
+            i_wire[k] = wires[i]
+            i_link[k] = links[i]
+            i_iface[k] = ifaces[i]
+            stats[ST_INDEX] = k + 1
+        i += 1
+    stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS] = first_ts, last_ts, backwards
+    return i, status
+
+
+@jit
+def scan(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, times: np.ndarray,
+         links: np.ndarray, ifaces: np.ndarray, start: int, frames_before: int, file_base: int, inactivity: int,
+         max_refusals: int, stats: np.ndarray, conns: tuple, rsts: tuple, ttls: tuple, probes: tuple,
+         answers: tuple, closes: tuple, refusals: tuple, index: tuple, scratch: tuple) -> tuple[int, int]:
+    """A chunk's raw records from ``start`` (the first pass): each record's headers decoded by the
+    decoder's own layers (:mod:`whyrst.capture._kernels`) into the ``scratch`` columns, up to the first
+    record only the slow path decodes, then counted by :func:`count` (with their index rows when
+    ``file_base`` >= 0: where ``b[0]`` lies in the file). Returns (next record, FULL_*): what :func:`count`
+    stopped for, or SLOW_RECORD at a record left to the slow path (nothing of it counted)."""
+    kind, flags, seq, sport, dport, version, ttl, src, dst, hashes = scratch
+    stop = len(offs)
+    slow = False
+    for i in range(start, len(offs)):
+        kind[i] = 0
+        p = np.int64(offs[i])
+        end = p + np.int64(caps[i])
+        link, v, q, _ = link_layer(b, p, end, np.int64(links[i]))
+        if link != LINK_IP:
+            if link == LINK_SLOW:
+                stop, slow = i, True
+                break
+            continue
+        status, hop, _, _, _, proto, s, cend, length, _ = ip_layer(b, q, end, v)
+        if status == IP_SLOW:
+            stop, slow = i, True
+            break
+        if status in (IP_BAD, IP_FRAGMENT):
+            continue
+        if proto != 6:
+            if other_is_slow(b, proto, s, cend, length):
+                stop, slow = i, True
+                break
+            continue
+        if tcp_header_len(b, s, cend) < 0:
+            stop, slow = i, True
+            break
+        kind[i] = KIND_TCP
+        flags[i] = be16(b, s + 12) & 0x0FFF
+        version[i] = v
+        ttl[i] = hop
+        sport[i] = be16(b, s)
+        dport[i] = be16(b, s + 2)
+        seq[i] = be32(b, s + 4)
+        if v == 4:
+            src[i, 0], src[i, 1], dst[i, 0], dst[i, 1] = _le64(b, q + 12, 4), 0, _le64(b, q + 16, 4), 0
+        else:
+            src[i, 0], src[i, 1] = _le64(b, q + 8, 8), _le64(b, q + 16, 8)
+            dst[i, 0], dst[i, 1] = _le64(b, q + 24, 8), _le64(b, q + 32, 8)
+    done, full = count(kind, flags, times, seq, sport, dport, version, ttl, src, dst, hashes, start, stop, inactivity,
+                       max_refusals, stats, conns, rsts, ttls, probes, answers, closes, refusals, frames_before,
+                       file_base, offs, caps, wires, links, ifaces, index)
+    if full != FULL_NONE:
+        return done, full
+    return stop, SLOW_RECORD if slow else FULL_NONE
 
 
 @jit
@@ -185,6 +384,20 @@ def insert_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, ts
         if with_vals:
             new_ts[m] = ts[k]
             new_syn[m] = syn[k]
+
+
+@jit
+def place_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, slots: np.ndarray) -> None:
+    """Insert distinct ``keys`` into an empty table; ``slots[k]`` is where ``keys[k]`` went (for its values)."""
+    mask = np.uint64(len(new_keys) - 1)
+    for k in range(len(keys)):
+        key = keys[k]
+        m = np.int64(key & mask)
+        while new_used[m]:
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        new_used[m] = 1
+        new_keys[m] = key
+        slots[k] = m
 
 
 @jit
@@ -224,20 +437,6 @@ def in_set(values: np.ndarray, keys: np.ndarray, used: np.ndarray, out: np.ndarr
 
 
 # -- the second pass: which raw records may belong to a wanted flow ----------------------------------
-
-
-@jit
-def _be16(b: np.ndarray, p: int) -> np.uint64:
-    return (np.uint64(b[p]) << S8) | np.uint64(b[p + 1])
-
-
-@jit
-def _le64(b: np.ndarray, p: int, k: int) -> np.uint64:
-    """Bytes ``b[p:p+k]`` (k <= 8) as a little-endian word (the rest zero)."""
-    w = np.uint64(0)
-    for j in range(k):
-        w |= np.uint64(b[p + j]) << np.uint64(8 * j)
-    return w
 
 
 @jit

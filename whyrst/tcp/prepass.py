@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from whyrst.capture.batch import ACK, FIN, RST, SYN, Kind, PacketBatch, address_text
+from whyrst.capture.batch import ACK, COLUMNS, FIN, RST, SYN, Kind, PacketBatch, address_text
+from whyrst.capture.index import COLUMNS as INDEX_COLUMNS
 
 if TYPE_CHECKING:
+    from whyrst.capture.index import FlowIndex
     from whyrst.capture.records import Records
 
 INACTIVITY_NS = 300 * 1_000_000_000  # Zeek's tcp_inactivity_timeout: a longer silence starts a new connection
@@ -311,6 +313,12 @@ class NumpyPrepass:
         self.max_hosts = max_hosts
         self.hosts_forgotten = 0  # host table entries dropped to stay within max_hosts
         self._addr_cache: dict[tuple[int, bytes], str] = {}
+        self.first_ts = self.last_ts = -1  # the first and latest record's time (-1: none yet)
+        self.ordered = True  # the records' times never went backwards
+
+    def read(self, cap: Any, index: FlowIndex | None = None, tick: Callable[[], None] | None = None) -> None:
+        """Count every batch of an open capture, adding its TCP rows to ``index`` (as :meth:`CompiledPrepass.read`)."""
+        read_batches(self, cap, index, tick)
 
     def rst_hashes(self) -> np.ndarray:
         """The flow hashes of the tuples that carry a RST (sorted)."""
@@ -346,6 +354,14 @@ class NumpyPrepass:
     def feed(self, batch: PacketBatch) -> np.ndarray:
         """Take one batch; returns the TCP rows' flow hashes (row order) for the caller's filtering."""
         c = batch.cols
+        if batch.n:
+            ts = c["ts_ns"]
+            if self.first_ts == -1:
+                self.first_ts = int(ts[0])
+            elif int(ts[0]) < self.last_ts:
+                self.ordered = False
+            self.ordered = self.ordered and not bool((ts[1:] < ts[:-1]).any())
+            self.last_ts = int(ts[-1])
         rows = np.flatnonzero(c["kind"] == Kind.TCP)
         if len(rows) == 0:
             return np.empty(0, dtype=np.uint64)
@@ -600,28 +616,35 @@ class _ByHost(Mapping[str, Any]):
         return int(np.count_nonzero(distinct))
 
 
+KERNEL_NAMES = ("scan", "count", "insert_keys", "place_keys", "rehash_ttls", "rehash_probes", "select_records",
+                "in_set")
+
+
 def _kernel_module() -> Any:
-    """The prepass kernels: built ahead of time when they are (no numba import), else numba's."""
+    """The prepass kernels and their layout's constants: built ahead of time when they are (no numba
+    import), else numba's."""
     import types
 
     from whyrst import _aot
     from whyrst.tcp import _prepass_layout
 
+    layout = {k: v for k, v in vars(_prepass_layout).items() if k.isupper()}
     aot = _aot.kernels()
-    names = ("feed", "insert_keys", "rehash_ttls", "rehash_probes", "select_records", "in_set")
-    if aot is not None and all(n in aot for n in names):
-        layout = {k: v for k, v in vars(_prepass_layout).items() if k.isupper()}
-        return types.SimpleNamespace(**layout, **{n: aot[n] for n in names})
+    if aot is not None and all(n in aot for n in KERNEL_NAMES):
+        return types.SimpleNamespace(**layout, **{n: aot[n] for n in KERNEL_NAMES})
     from whyrst.tcp import _prepass_kernels
 
-    return _prepass_kernels
+    return types.SimpleNamespace(**layout, **{n: getattr(_prepass_kernels, n) for n in KERNEL_NAMES})
 
 
 class CompiledPrepass:
     """The same facts as :class:`NumpyPrepass`, counted by numba kernels into open-addressing tables.
 
     Memory follows the distinct tuples and hosts (never the packets); the connection table is trimmed
-    like :class:`NumpyPrepass`'s once it holds more than ``max_tuples`` tuples."""
+    like :class:`NumpyPrepass`'s once it holds more than ``max_tuples`` tuples. When and how each server
+    port answered SYNs is counted by the same kernels (into tables that :attr:`answered` reads as an
+    :class:`AnsweredPorts`). :meth:`read` takes a whole capture: a file's chunks of raw records go
+    straight to the compiled decoder and counter (:meth:`scan`), without building batches."""
 
     def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
         self._k = _kernel_module()
@@ -629,25 +652,33 @@ class CompiledPrepass:
         self.forgotten = 0
         self.max_hosts = max_hosts
         self.hosts_forgotten = 0  # host table entries dropped to stay within max_hosts
-        self.stats = np.zeros(8, dtype=np.int64)
+        self.stats = np.zeros(self._k.STATS, dtype=np.int64)
+        self.stats[self._k.ST_FIRST_TS] = self._k.NO_TIME
         self._conns = self._empty_conns(MIN_SLOTS)
         self._rsts = (np.zeros(MIN_SLOTS, dtype=np.uint64), np.zeros(MIN_SLOTS, dtype=np.uint8))
         self._ttls = self._empty_ttls(MIN_SLOTS)
         self._probes = self._empty_probes(MIN_SLOTS)
+        self._answers = self._empty_answers(MIN_SLOTS)
+        self._closes = self._empty_closes(MIN_SLOTS)
+        self._refusals = self._empty_refusals(MIN_SLOTS // 16)  # (doubled as refusals come, up to MAX_REFUSALS)
+        self._scratch = _columns(0)  # what scan decodes a chunk's records into
+        self.max_closes = max(max_hosts // 4, 1024)  # as AnsweredPorts's
+        self.ports_forgotten = 0  # answered ports and closes dropped to stay within max_hosts (AnsweredPorts.forgotten)
+        self._answered: AnsweredPorts | None = None  # set when finished, or merged from ranges (split.prepass_from)
         self._ttl_view: _ByHost | None = None
         self._probe_view: _ByHost | None = None
         # per source, how many distinct pairs it probed, when the tables were merged from ranges (prepass_from)
         self._probe_totals: tuple[np.ndarray, ...] | None = None
         self._count_view: Mapping[str, int] | None = None
-        self.answered = AnsweredPorts(max_hosts)
         self._finished = False
 
     def finish(self) -> None:
         """No more batches: keep the results in compact form and free the hash tables (only the RST
         tuples' table stays, for :meth:`record_filter`)."""
         _ = self.ttls, self.probed
+        self._answered = self.answered
         empty = np.empty(0, dtype=np.uint8)
-        self._conns = self._ttls = self._probes = (empty,)
+        self._conns = self._ttls = self._probes = self._answers = self._closes = self._refusals = (empty,)
         self._finished = True
 
     @staticmethod
@@ -667,6 +698,26 @@ class CompiledPrepass:
         return (*(np.zeros(n, dtype=np.uint64) for _ in range(4)), np.zeros(n, dtype=np.uint32),
                 np.zeros(n, dtype=np.uint8))
 
+    @staticmethod
+    def _empty_answers(n: int) -> tuple[np.ndarray, ...]:
+        # port key, used, first and last SYN-ACK time, SYN-ACKs
+        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.int64),
+                np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+    @staticmethod
+    def _empty_closes(n: int) -> tuple[np.ndarray, ...]:
+        # port key, used, latest close
+        return np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.int64)
+
+    @staticmethod
+    def _empty_refusals(n: int) -> tuple[np.ndarray, ...]:
+        # in the order seen: refusing port, refused peer, time, the port's latest SYN-ACK and close before it
+        return (np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64), *(np.zeros(n, dtype=np.int64)
+                                                                                for _ in range(3)))
+
+    def _tables(self) -> tuple[tuple[np.ndarray, ...], ...]:
+        return self._conns, self._rsts, self._ttls, self._probes, self._answers, self._closes, self._refusals
+
     # -- counting --------------------------------------------------------------------------------
     @property
     def connections(self) -> int:
@@ -676,10 +727,83 @@ class CompiledPrepass:
     def tcp_packets(self) -> int:
         return int(self.stats[self._k.ST_TCP])
 
+    @property
+    def first_ts(self) -> int:
+        """The first record's time (-1 before any record)."""
+        t = int(self.stats[self._k.ST_FIRST_TS])
+        return -1 if t == self._k.NO_TIME else t
+
+    @property
+    def last_ts(self) -> int:
+        """The latest record's time (-1 before any record)."""
+        return int(self.stats[self._k.ST_LAST_TS]) if self.first_ts != -1 else -1
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the records' times never went backwards."""
+        return not self.stats[self._k.ST_BACKWARDS]
+
+    def read(self, cap: Any, index: FlowIndex | None = None, tick: Callable[[], None] | None = None) -> None:
+        """Count every record of an open capture (read with ``payloads=False``), adding its TCP packets to
+        ``index``; ``tick()`` after each chunk or batch."""
+        chunks = cap.chunks()
+        if chunks is None:  # (text, or a decoder that is not the compiled one)
+            read_batches(self, cap, index, tick)
+            return
+        for records, frames_before, file_base in chunks:
+            self.scan(records, frames_before, file_base, index, cap)
+            if tick is not None:
+                tick()
+
+    def scan(self, r: Records, frames_before: int, file_base: int, index: FlowIndex | None, cap: Any) -> None:
+        """Count one chunk of raw records (frame numbers from ``frames_before + 1``; ``file_base``: where the
+        chunk's buffer starts in the file, -1 when unknown) and add its TCP records to ``index``. A record the
+        compiled decoder leaves to the slow path sends the rest of the chunk through ``cap.decode_rest``
+        and the batch kernel."""
+        if self._finished:
+            raise RuntimeError("the prepass was finished")
+        k = self._k
+        if index is not None and index.usable and file_base < 0:
+            index.disable()  # (a gzip file: its offsets are in the decompressed stream)
+        b = np.frombuffer(r.buf, dtype=np.uint8)
+        records = (r.offs, r.cap, r.wire, r.ts, r.link, r.iface)
+        stats = self.stats
+        stats[k.ST_MAX_TS] = k.NO_TIME  # the latest time of what is counted now, for _forget_idle
+        start = 0
+        if len(self._scratch[0]) < r.n:
+            self._scratch = _columns(r.n)
+        while True:
+            indexed = index is not None and index.usable
+            stats[k.ST_INDEX] = index.filled if indexed else 0  # type: ignore[union-attr]
+            start, full = k.scan(b, *records, start, frames_before, file_base if indexed else -1, INACTIVITY_NS,
+                                 AnsweredPorts.MAX_REFUSALS, stats, *self._tables(),
+                                 index.block if indexed else _NO_INDEX, self._scratch)  # type: ignore[union-attr]
+            if indexed:
+                index.filled = int(stats[k.ST_INDEX])  # type: ignore[union-attr]
+            if full == k.FULL_NONE:
+                break
+            if full == k.FULL_INDEX:
+                index.flush()  # type: ignore[union-attr]
+            elif full == k.SLOW_RECORD:
+                batch = cap.decode_rest(r, start, frames_before)
+                hashes = self._feed(batch)
+                if indexed:
+                    index.add(batch, hashes)  # type: ignore[union-attr]
+                break
+            else:
+                self._grow(full)
+        self._after_counting()
+
     def feed(self, batch: PacketBatch) -> np.ndarray:
         """Take one batch; returns the TCP rows' flow hashes (row order), as :meth:`NumpyPrepass.feed`."""
         if self._finished:
             raise RuntimeError("the prepass was finished")
+        self.stats[self._k.ST_MAX_TS] = self._k.NO_TIME
+        hashes = self._feed(batch)
+        self._after_counting()
+        return hashes
+
+    def _feed(self, batch: PacketBatch) -> np.ndarray:
         k = self._k
         c = batch.cols
         src = np.ascontiguousarray(batch.src).view("<u8")
@@ -688,14 +812,17 @@ class CompiledPrepass:
         args = (c["kind"], c["flags"], c["ts_ns"], c["seq"], c["sport"], c["dport"], c["ip_version"], c["ttl"],
                 src, dst, hashes)
         start = 0
-        self.stats[k.ST_MAX_TS] = np.iinfo(np.int64).min  # the batch's latest time, for _forget_idle
         while True:
-            start, full = k.feed(*args, start, INACTIVITY_NS, self.stats, *self._conns, *self._rsts, *self._ttls,
-                                 *self._probes)
+            start, full = k.count(*args, start, batch.n, INACTIVITY_NS, AnsweredPorts.MAX_REFUSALS, self.stats,
+                                  *self._tables(), 0, -1, *_NO_RECORDS, _NO_INDEX)
             if full == k.FULL_NONE:
                 break
             self._grow(full)
-        self.answered.feed(batch)
+        return hashes[c["kind"] == Kind.TCP]
+
+    def _after_counting(self) -> None:
+        """The tables' bounds, checked after each batch or chunk."""
+        k = self._k
         self._ttl_view = self._probe_view = self._count_view = None
         if self.stats[k.ST_CONNS] > self.max_tuples:
             self._forget_idle(int(self.stats[k.ST_MAX_TS]))
@@ -703,7 +830,10 @@ class CompiledPrepass:
             self._trim_ttls()
         if self.stats[k.ST_PROBES] > self.max_hosts:
             self._trim_probes()
-        return hashes[c["kind"] == Kind.TCP]
+        if self.stats[k.ST_ANSWERS] > self.max_hosts:
+            self._trim_answers()
+        if self.stats[k.ST_CLOSES] > self.max_closes:
+            self._prune_closes()
 
     def _trim_ttls(self) -> None:
         """As :meth:`NumpyPrepass._trim_hosts`, per (address, TTL) entry: single packets go first."""
@@ -745,6 +875,50 @@ class CompiledPrepass:
             self._probes = new
         self.stats[stat] = kept
 
+    def _trim_answers(self) -> None:
+        """As :meth:`AnsweredPorts._trim`: ports that answered once go first, then those that answered least;
+        their closes go with them."""
+        key, used, first, last, n = self._answers
+        live = np.flatnonzero(used)
+        live = live[n[live] > 1]
+        if len(live) > self.max_hosts // 2:
+            live = live[np.argsort(-n[live], kind="stable")[: self.max_hosts // 2]]
+        self.ports_forgotten += int(self.stats[self._k.ST_ANSWERS]) - len(live)
+        self._answers = self._keyed_table(key[live], (first[live], last[live], n[live]), self._empty_answers)
+        self.stats[self._k.ST_ANSWERS] = len(live)
+        self._keep_closes(key[live])
+
+    def _prune_closes(self) -> None:
+        """As :meth:`AnsweredPorts._prune_closes`: closes of ports that never answered a SYN go (clients'
+        ephemeral ports, mostly); if still too many, all of them."""
+        key, used = self._answers[0], self._answers[1]
+        self._keep_closes(key[used.view(bool)])
+        if self.stats[self._k.ST_CLOSES] > self.max_closes:
+            self.ports_forgotten += int(self.stats[self._k.ST_CLOSES])
+            self._closes = self._empty_closes(MIN_SLOTS)
+            self.stats[self._k.ST_CLOSES] = 0
+
+    def _keep_closes(self, ports: np.ndarray) -> None:
+        key, used, last = self._closes
+        live = np.flatnonzero(used)
+        live = live[np.isin(key[live], ports)]
+        self._closes = self._keyed_table(key[live], (last[live],), self._empty_closes)
+        self.stats[self._k.ST_CLOSES] = len(live)
+
+    def _keyed_table(self, keys: np.ndarray, values: tuple[np.ndarray, ...],
+                     empty: Callable[[int], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        """A table of ``empty``'s layout (key, used, values...) holding ``keys`` with their ``values``, with room
+        to double."""
+        size = MIN_SLOTS
+        while size < 4 * (len(keys) + 1):
+            size *= 2
+        table = empty(size)
+        slots = np.empty(len(keys), dtype=np.int64)
+        self._k.place_keys(np.ascontiguousarray(keys, dtype=np.uint64), table[0], table[1], slots)
+        for column, value in zip(table[2:], values, strict=True):
+            column[slots] = value
+        return table
+
     def _grow(self, which: int) -> None:
         k = self._k
         if which == k.FULL_CONNS:
@@ -761,10 +935,23 @@ class CompiledPrepass:
             new = self._empty_ttls(2 * len(self._ttls[0]))
             k.rehash_ttls(*self._ttls, *new)
             self._ttls = new
-        else:
+        elif which == k.FULL_PROBES:
             new = self._empty_probes(2 * len(self._probes[0]))
             k.rehash_probes(*self._probes, *new)
             self._probes = new
+        elif which in (k.FULL_ANSWERS, k.FULL_CLOSES):
+            table, empty = ((self._answers, self._empty_answers) if which == k.FULL_ANSWERS
+                            else (self._closes, self._empty_closes))
+            live = table[1].view(bool)
+            new = self._keyed_table(table[0][live], tuple(col[live] for col in table[2:]), empty)
+            if which == k.FULL_ANSWERS:
+                self._answers = new
+            else:
+                self._closes = new
+        else:  # FULL_REFUSALS: room for twice as many, up to the bound
+            size = min(2 * len(self._refusals[0]), AnsweredPorts.MAX_REFUSALS)
+            self._refusals = tuple(np.concatenate([col, np.zeros(size - len(col), dtype=col.dtype)])
+                                   for col in self._refusals)
 
     def _rebuilt_conns(self, key: np.ndarray, ts: np.ndarray, syn: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
         size = max(size, MIN_SLOTS)
@@ -789,6 +976,33 @@ class CompiledPrepass:
         self._conns = self._rebuilt_conns(key, ts, syn, len(self._conns[0]))
 
     # -- results ---------------------------------------------------------------------------------
+    @property
+    def answered(self) -> AnsweredPorts:
+        """When each server port answered SYNs, closed connections and refused SYNs, as :class:`NumpyPrepass`'s
+        :class:`AnsweredPorts` holds it (built from the compiled tables when read)."""
+        if self._answered is not None:
+            return self._answered
+        k = self._k
+        out = AnsweredPorts(self.max_hosts)
+        key, used, first, last, n = self._answers
+        live = used.view(bool)
+        out.table = dict(zip(key[live].tolist(), zip(first[live].tolist(), last[live].tolist(), n[live].tolist(),
+                                                     strict=True), strict=True))
+        key, used, last = self._closes
+        live = used.view(bool)
+        order = np.argsort(key[live], kind="stable")
+        out.last_close.keys, out.last_close.times = key[live][order], last[live][order]
+        stored = int(self.stats[k.ST_REFUSALS])
+        server, client, ts, synack, close = (col[:stored].tolist() for col in self._refusals)
+        out.refusals = dict(zip(zip(server, client, ts, strict=True), zip(synack, close, strict=True), strict=True))
+        out.refusals_dropped = int(self.stats[k.ST_REFUSALS_DROPPED])
+        out.forgotten = self.ports_forgotten
+        return out
+
+    @answered.setter
+    def answered(self, value: AnsweredPorts) -> None:
+        self._answered = value
+
     def rst_hashes(self) -> np.ndarray:
         key, used = self._rsts
         return np.sort(key[used.view(bool)])
@@ -856,6 +1070,33 @@ class CompiledPrepass:
         return self._probe_view
 
 
+# what the kernels are given for the index's block when there is no index (they write no row then), and for the
+# records of rows that are not indexed
+_NO_INDEX = tuple(np.empty(0, dtype=dtype) for _, dtype in INDEX_COLUMNS)
+_NO_RECORDS = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32),
+               np.empty(0, dtype=np.uint16), np.empty(0, dtype=np.uint16))  # (as Records holds them)
+
+
+def _columns(n: int) -> tuple[np.ndarray, ...]:
+    """The decoded columns scan fills for :func:`count` (the dtypes of a batch's: one compiled count serves
+    both): kind, flags, seq, sport, dport, IP version, TTL, source and destination words, flow hashes."""
+    dtypes = dict((name, dtype) for name, dtype, _ in COLUMNS)
+    names = ("kind", "flags", "seq", "sport", "dport", "ip_version", "ttl")
+    return (*(np.zeros(n, dtype=dtypes[name]) for name in names), np.zeros((n, 2), dtype=np.uint64),
+            np.zeros((n, 2), dtype=np.uint64), np.zeros(n, dtype=np.uint64))
+
+
+def read_batches(prepass: Any, cap: Any, index: FlowIndex | None = None,
+                 tick: Callable[[], None] | None = None) -> None:
+    """Count a capture's decoded batches (a prepass of either kind), adding their TCP rows to ``index``."""
+    for batch in cap:
+        hashes = prepass.feed(batch)
+        if index is not None:
+            index.add(batch, hashes)
+        if tick is not None:
+            tick()
+
+
 def table_member(keys: np.ndarray, used: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Flow hashes -> whether each is in the open-addressing set ``keys``/``used`` (compiled look-ups)."""
     in_set = _kernel_module().in_set
@@ -906,6 +1147,11 @@ def warm_up() -> bool:
             packed = path.with_suffix(path.suffix + ".gz")
             packed.write_bytes(gzip.compress(path.read_bytes(), 1))
             analyze(str(packed), engine="numba", two_pass=True)
+            analyze(str(path), engine="numba", two_pass=False)  # batches counted one by one, as a stream's
+    grown = CompiledPrepass()  # every table's growth, which a capture this small does not reach for all
+    k = grown._k
+    for full in (k.FULL_CONNS, k.FULL_RSTS, k.FULL_TTLS, k.FULL_PROBES, k.FULL_ANSWERS, k.FULL_CLOSES, k.FULL_REFUSALS):
+        grown._grow(full)
     return True
 
 
