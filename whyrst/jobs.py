@@ -15,10 +15,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whyrst.errors import WhyrstError
-from whyrst.pool import Call
+
+if TYPE_CHECKING:  # (the pool, and multiprocessing with it, load only when processes are used)
+    from whyrst.pool import Call
 
 REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "http://", "https://", "file://")
 Note = Callable[[str], None]
@@ -166,6 +168,8 @@ def _analyze_to_dict(source: str, with_conns: bool) -> dict[str, Any]:
 
 
 def _file_job(source: str, with_conns: bool, size: int, encode: bool = False) -> Iterator[list[Call]]:
+    from whyrst.pool import Call
+
     (call,) = yield [Call(analyze_to_dict, (source, with_conns, encode), weight=size, priority=-size)]
     if call.ok:
         return call.value
@@ -200,9 +204,11 @@ def _split_file_job(source: str, workers: int, with_conns: bool, size: int, note
 def wants_split(source: str, size: int, workers: int) -> bool:
     """Whether a source is worth analysing in parts by ``workers`` processes (a large local file, when
     the compiled readers are there; whether it can be is only known once it is opened)."""
+    if workers <= 1:
+        return False
     from whyrst import split
 
-    return workers > 1 and size >= split.MIN_SPLIT and not is_remote(source) and source != "-" and split.available()
+    return size >= split.MIN_SPLIT and not is_remote(source) and source != "-" and split.available()
 
 
 # -- many sources, here --------------------------------------------------------------------------------
@@ -278,13 +284,15 @@ def analyze_file(path: str, jobs: int, *, keep_ladders: bool = False, progress: 
     enough (the same result), else in this process. ``as_json`` (the caller only writes the report as
     JSON, with ``indent``): a file analysed in parts comes as a :class:`~whyrst.report.jsontext.EncodedReport`, its
     JSON made by the worker processes."""
-    from whyrst import split
     from whyrst.analysis import analyze
 
     size = source_size(path)
     if not wants_split(path, size, jobs):
-        if note and jobs > 1 and size >= split.MIN_SPLIT and split.available() and path != "-":
-            note(f"{path}: analysed in one process")
+        if note and jobs > 1:
+            from whyrst import split
+
+            if size >= split.MIN_SPLIT and split.available() and path != "-":
+                note(f"{path}: analysed in one process")
         last = [0]
 
         def step(packets: int, nbytes: int) -> None:
