@@ -1,3 +1,3 @@
-from whyrst.cli import main
+from whyrst.cli import run
 
-raise SystemExit(main())
+run()

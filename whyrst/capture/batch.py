@@ -12,6 +12,19 @@ from enum import IntEnum
 
 import numpy as np
 
+# The C functions themselves: the socket module around them also loads selectors and makes an enum of every
+# constant (3 ms of every start-up).
+try:
+    from _socket import AF_INET as AF_INET
+    from _socket import AF_INET6 as AF_INET6
+    from _socket import inet_ntoa as inet_ntoa
+    from _socket import inet_pton as inet_pton
+except ImportError:  # (not CPython)
+    from socket import AF_INET as AF_INET  # type: ignore[assignment]
+    from socket import AF_INET6 as AF_INET6  # type: ignore[assignment]
+    from socket import inet_ntoa as inet_ntoa
+    from socket import inet_pton as inet_pton
+
 
 class Kind(IntEnum):
     """What the decoder made of a record."""
@@ -126,11 +139,10 @@ class PacketBatch:
 def address_text(raw: np.ndarray | bytes, version: int) -> str:
     """The printable form of an address stored as 16 bytes."""
     import ipaddress
-    import socket
 
     b = bytes(raw)
     if version == 4:
-        return socket.inet_ntoa(b[:4])  # (what ipaddress prints, in C)
+        return inet_ntoa(b[:4])  # (what ipaddress prints, in C)
     if version == 6:
         return str(ipaddress.IPv6Address(b[:16]))
     return ""

@@ -15,7 +15,6 @@ compare the compiled one with). :func:`new_prepass` picks one.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -23,7 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from whyrst.capture.batch import ACK, COLUMNS, FIN, RST, SYN, Kind, PacketBatch, address_text
+from whyrst.capture.batch import (
+    ACK,
+    AF_INET,
+    AF_INET6,
+    COLUMNS,
+    FIN,
+    RST,
+    SYN,
+    Kind,
+    PacketBatch,
+    address_text,
+    inet_pton,
+)
 from whyrst.capture.index import COLUMNS as INDEX_COLUMNS
 
 if TYPE_CHECKING:
@@ -489,10 +500,10 @@ def _key64_int(version: int, w0: int, w1: int) -> int:
 def _parse_addr(text: str) -> tuple[int, int, int] | None:
     """(version, w0, w1) of an address as the batches store it (16 bytes, IPv4 in the first 4)."""
     try:  # (the C parser: ipaddress takes 25 µs an address, and every reset names two)
-        version, packed = 4, socket.inet_pton(socket.AF_INET, text)
+        version, packed = 4, inet_pton(AF_INET, text)
     except (OSError, TypeError):
         try:
-            version, packed = 6, socket.inet_pton(socket.AF_INET6, text)
+            version, packed = 6, inet_pton(AF_INET6, text)
         except (OSError, TypeError):
             try:
                 ip = ipaddress.ip_address(text)
