@@ -270,8 +270,9 @@ class Capture:
         return self._chunks(records)
 
     def _chunks(self, records: Iterator[rec.Records]) -> Iterator[tuple[rec.Records, int, int]]:
+        # (records of a link type the compiled decoder does not know all come back through decode_rest,
+        # which counts them for the warning)
         for r in records:
-            self._count_unsupported(r.link)
             frames = self._frames
             self._frames += r.n
             self.packets += r.n
@@ -287,6 +288,7 @@ class Capture:
         decoded into a batch of headers, as iterating the capture would have decoded them."""
         part = rec.Records(r.buf, r.n - start, r.offs[start:], r.cap[start:], r.wire[start:], r.ts[start:],
                            r.link[start:], r.iface[start:], r.base)
+        self._count_unsupported(part.link)
         batch = PacketBatch.empty(part.n)
         self._batch_decoder().decode_into(part, frames_before + start, batch)
         base = self._file_base(r)
