@@ -201,6 +201,7 @@ def analyze(
     two_pass: bool | None = None,
     collect_conns: bool = False,
     engine: str | None = None,
+    compiled_tracker: bool | None = None,
 ) -> Report:
     """Read a capture (a path, ``-``, or a binary stream) and explain every RST in it.
 
@@ -209,6 +210,9 @@ def analyze(
     everything. ``two_pass`` forces one or the other (the tests compare both). ``collect_conns`` keeps
     every connection's conn.log record (one pass, every connection tracked). ``engine`` is the capture
     decoder's ("numba", "numpy", "python"); by default numpy for small files and numba otherwise.
+    ``compiled_tracker`` says whether the second pass tracks with the compiled tracker
+    (:mod:`whyrst.tcp.fasttrack`) or the Python one: by default the compiled one where its kernels load
+    without numba (built ahead of time) or numba is loaded anyway (the numba engine); both give the same.
 
     The first pass of two skips TCP checksums (the prepass does not read them); the second decodes only
     the records that may belong to a RST tuple (a compiled look at the raw records picks them)."""
@@ -254,15 +258,30 @@ def analyze(
             name, fmt, packets = cap.source, cap.format, cap.packets
         prepass.finish()  # frees its hash tables before the second pass
         wanted = prepass.rst_hashes() if two_pass else None
+        eviction_note = ""
         if wanted is not None and len(wanted):
-            for batch in _rst_flow_batches(source, index, wanted, prepass, engine):
-                tracker.feed(batch)
+            if compiled_tracker is None:
+                from whyrst.tcp import fasttrack
+
+                compiled_tracker = fasttrack.available(engine)
+            if compiled_tracker:
+                from whyrst.tcp.fasttrack import track_rst_flows
+
+                tracked = track_rst_flows(lambda: _rst_flow_batches(source, index, wanted, prepass, engine),
+                                          source_tag=str(name).encode())
+                reset_conns.extend(tracked.reset_conns)
+                eviction_note = tracked.eviction_note
+            else:
+                for batch in _rst_flow_batches(source, index, wanted, prepass, engine):
+                    tracker.feed(batch)
     finally:
         if index is not None:
             index.close()
     tracker.close()
     if tracker.evicted:
-        warnings.warn(tracker.eviction_note())
+        eviction_note = tracker.eviction_note()
+    if eviction_note:
+        warnings.warn(eviction_note)
     if prepass.forgotten:
         warnings.warn(f"the connection count is approximate: {prepass.forgotten} idle tuples were forgotten")
     if getattr(prepass, "hosts_forgotten", 0):

@@ -558,75 +558,87 @@ def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wante
                source_tag: bytes, with_conns: bool) -> Tracked:
     """Round 2 (in a worker): the TCP rows of the flows of partition ``part`` (those in ``wanted``; every
     flow when None), read range after range through the ranges' indexes, decoded with checksums as the
-    one-process second pass decodes them, through one :class:`~whyrst.tcp.track.Tracker`; and for the
+    one-process second pass decodes them, through one tracker (:mod:`whyrst.tcp.fasttrack`'s); and for the
     partition's shared flows, what the connection count depends on (see :func:`_firsts`). The reset
     contexts stay in this process for :func:`explain_part`."""
     from whyrst.analysis import observe_contexts
-    from whyrst.capture.batch import ACK, SYN, Kind
+    from whyrst.capture.batch import ACK, SYN, Kind, PacketBatch
     from whyrst.capture.index import FlowIndex
     from whyrst.causes.features import HostView
+    from whyrst.tcp import fasttrack
+    from whyrst.tcp.fasttrack import track_rst_flows
     from whyrst.tcp.prepass import INACTIVITY_NS, flow_hashes, table_member
     from whyrst.tcp.track import Connection, Tracker
-
-    reset_conns: list[Connection] = []
-    records: list[dict[str, Any]] = []
-    made = 0
-
-    def finished(conn: Connection) -> None:
-        nonlocal made
-        made += 1
-        if conn.resets:
-            reset_conns.append(conn)
-        if with_conns:
-            records.append(conn.zeek_record())
 
     in_wanted = table_member(*key_table(wanted)) if wanted is not None else None
 
     def mine(hashes: np.ndarray) -> np.ndarray:  # (the partition's index files hold only its flows)
         return in_wanted(hashes) if in_wanted is not None else np.ones(len(hashes), dtype=bool)
 
-    tracker = Tracker(finished, source_tag=source_tag)
     delta, problem = 0, ""
-    for src in sources:
-        shared = src.shared
-        n_shared = len(shared.keys) if shared is not None else 0
-        seen = np.zeros(n_shared, dtype=bool)
-        done = np.zeros(n_shared, dtype=bool)
-        first_ts, first_sq, later_syn, prev_ts = (np.full(n_shared, -1, dtype=np.int64) for _ in range(4))
-        member = _with_shared_firsts(mine, shared) if shared is not None and n_shared else mine
-        # one partition of one: every partition of the index, merged in capture order
-        if parts != 1 and src.index.parts != parts:
-            raise ValueError(f"the index has {src.index.parts} partitions, not {parts}")
-        opened = FlowIndex.attach(src.index, range(src.index.parts) if parts == 1 else (part,))
-        try:
-            for batch in opened.batches(member, engine="numba"):
-                batch.cols["frame"] += src.frames_before  # (the index numbers the range's records from 1)
-                tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
-                h = flow_hashes(batch, tcp)
-                if n_shared and not done.all():
-                    assert shared is not None
-                    _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
-                            INACTIVITY_NS, SYN, ACK)
-                    if in_wanted is not None:  # (rows read only for the count)
-                        keep = np.zeros(batch.n, dtype=bool)
-                        keep[tcp[in_wanted(h)]] = True
-                        batch = batch.select(keep)
-                tracker.feed(batch)
-        finally:
-            opened.close()
-        if n_shared:
-            assert shared is not None
-            if not done.all():
-                problem = problem or "a flow the prepass saw in the range was not found again"
-            delta += _count_delta(shared, first_ts, first_sq, later_syn)
-    tracker.close()
+
+    def batches() -> Iterator[PacketBatch]:
+        """The partition's rows, range after range; what the count needs is worked out on the way (anew on
+        each reading: the compiled tracker may give way to the Python one, which reads them again)."""
+        nonlocal delta, problem
+        delta, problem = 0, ""
+        for src in sources:
+            shared = src.shared
+            n_shared = len(shared.keys) if shared is not None else 0
+            seen = np.zeros(n_shared, dtype=bool)
+            done = np.zeros(n_shared, dtype=bool)
+            first_ts, first_sq, later_syn, prev_ts = (np.full(n_shared, -1, dtype=np.int64) for _ in range(4))
+            member = _with_shared_firsts(mine, shared) if shared is not None and n_shared else mine
+            # one partition of one: every partition of the index, merged in capture order
+            if parts != 1 and src.index.parts != parts:
+                raise ValueError(f"the index has {src.index.parts} partitions, not {parts}")
+            opened = FlowIndex.attach(src.index, range(src.index.parts) if parts == 1 else (part,))
+            try:
+                for batch in opened.batches(member, engine="numba"):
+                    batch.cols["frame"] += src.frames_before  # (the index numbers the range's records from 1)
+                    tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
+                    h = flow_hashes(batch, tcp)
+                    if n_shared and not done.all():
+                        assert shared is not None
+                        _firsts(batch, tcp, h, shared, seen, first_ts, first_sq, later_syn, prev_ts, done,
+                                INACTIVITY_NS, SYN, ACK)
+                        if in_wanted is not None:  # (rows read only for the count)
+                            keep = np.zeros(batch.n, dtype=bool)
+                            keep[tcp[in_wanted(h)]] = True
+                            batch = batch.select(keep)
+                    yield batch
+            finally:
+                opened.close()
+            if n_shared:
+                assert shared is not None
+                if not done.all():
+                    problem = problem or "a flow the prepass saw in the range was not found again"
+                delta += _count_delta(shared, first_ts, first_sq, later_syn)
+
+    records: list[dict[str, Any]] = []
+    if with_conns:  # every connection's record: the Python tracker, which hands over every one
+        reset_conns: list[Connection] = []
+
+        def finished(conn: Connection) -> None:
+            if conn.resets:
+                reset_conns.append(conn)
+            records.append(conn.zeek_record())
+
+        tracker = Tracker(finished, source_tag=source_tag)
+        for batch in batches():
+            tracker.feed(batch)
+        tracker.close()
+        made, evicted = len(records), tracker.evicted
+    else:
+        tracked = track_rst_flows(batches, source_tag=source_tag, compiled=fasttrack.available("numba"))
+        reset_conns, made, evicted = tracked.reset_conns, tracked.made, tracked.evicted
     seen_hosts = HostView()
     contexts = observe_contexts(reset_conns, seen_hosts)
     state()[(job, part)] = contexts
     import gc
 
     gc.freeze()  # (kept until round 3: the collector need not walk them meanwhile)
-    return Tracked(_observations(seen_hosts), made, tracker.evicted, records, len(contexts), delta, problem)
+    return Tracked(_observations(seen_hosts), made, evicted, records, len(contexts), delta, problem)
 
 
 def _with_shared_firsts(member: Callable[[np.ndarray], np.ndarray], shared: Shared

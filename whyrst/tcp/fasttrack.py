@@ -115,7 +115,7 @@ class CompiledTracker:
         self.FIPID = np.zeros((2 * n, L.FP_IPIDS), dtype=np.int32)
         self.FREE = np.arange(n - 1, -1, -1, dtype=np.int64)
         st[L.ST_NFREE] = n
-        nb = 64
+        nb = max(1, n // 16)
         self.BLK = np.zeros((nb, L.BLOCKS, 2), dtype=np.int64)
         self.BFREE = np.arange(nb - 1, -1, -1, dtype=np.int64)
         st[L.ST_NBFREE] = nb
@@ -123,7 +123,7 @@ class CompiledTracker:
         self.drop = np.zeros(n, dtype=np.int64)
         self._ev = np.zeros((64, L.V_COLS), dtype=np.int64)
         self._before = np.zeros(64 * L.HR_COLS, dtype=np.int64)
-        self._after = np.zeros((256, L.A_COLS), dtype=np.int64)
+        self._after = np.zeros((16, L.A_COLS), dtype=np.int64)
         # Python's side: connections with RSTs not finished yet, their contexts still collecting packets
         # after them, and the PacketRefs of live connections' heads and rings from earlier batches
         self._conns: dict[int, Connection] = {}
@@ -231,7 +231,7 @@ class CompiledTracker:
         if len(self._ev) < n_rst:  # (one event per RST; the after events grow when needed)
             self._ev = np.zeros((n_rst, L.V_COLS), dtype=np.int64)
             self._before = np.zeros(n_rst * L.HR_COLS, dtype=np.int64)
-            self._after = np.zeros((L.AFTER_SLOTS * n_rst + 256, L.A_COLS), dtype=np.int64)
+            self._after = np.zeros((L.AFTER_SLOTS * n_rst + 16, L.A_COLS), dtype=np.int64)
         args = [cols[name] for name in FEED_COLUMNS]
         i = 0
         while True:
