@@ -45,11 +45,16 @@ KERNELS = {
     "rehash_probes": "whyrst.tcp._prepass_kernels",
     "select_records": "whyrst.tcp._prepass_kernels",
     "in_set": "whyrst.tcp._prepass_kernels",
+    "track_feed": "whyrst.tcp._track_kernels",
+    "track_carry": "whyrst.tcp._track_kernels",
+    "track_close": "whyrst.tcp._track_kernels",
+    "track_release": "whyrst.tcp._track_kernels",
+    "track_rehash": "whyrst.tcp._track_kernels",
 }
 # what the compiled code and the types of its arguments depend on
 SOURCES = ("capture/_kernels.py", "capture/fast.py", "capture/batch.py", "capture/records.py", "capture/pcap.py",
            "capture/pcapng.py", "capture/decode.py", "tcp/_prepass_kernels.py", "tcp/_prepass_layout.py",
-           "tcp/prepass.py", "_aot.py")
+           "tcp/prepass.py", "tcp/_track_kernels.py", "tcp/_track_layout.py", "tcp/fasttrack.py", "_aot.py")
 
 
 def source_hash() -> str:

@@ -567,3 +567,17 @@ def track_rst_flows(batches: Callable[[], Iterable[PacketBatch]], *, source_tag:
         tracker.feed(batch)
     tracker.close()
     return Tracked(tracker, done, made)
+
+
+def warm_up(path: str) -> None:
+    """Every kernel called (for whyrst._aot, which learns their argument types so): a capture's TCP packets
+    through a tracker whose tables start at their smallest, in batches of a few hundred rows."""
+    from whyrst.capture import open_capture
+    from whyrst.errors import Warnings
+
+    tracker = CompiledTracker(lambda conn: None, capacity=2)
+    with open_capture(path, warnings=Warnings(), engine="numba") as cap:
+        for batch in cap:
+            for i in range(0, batch.n, 500):
+                tracker.feed(batch.rows(i, min(batch.n, i + 500)))
+    tracker.close()

@@ -1144,6 +1144,7 @@ def warm_up() -> bool:
     from whyrst.analysis import analyze
     from whyrst.capture import fast
     from whyrst.synth import write_bench
+    from whyrst.tcp import fasttrack
 
     if not fast.available():
         return False
@@ -1159,6 +1160,8 @@ def warm_up() -> bool:
             packed.write_bytes(gzip.compress(path.read_bytes(), 1))
             analyze(str(packed), engine="numba", two_pass=True)
             analyze(str(path), engine="numba", two_pass=False)  # batches counted one by one, as a stream's
+            # the compiled tracker's kernels that a small second pass may not need: its tables grown
+            fasttrack.warm_up(str(path))
     grown = CompiledPrepass()  # every table's growth, which a capture this small does not reach for all
     k = grown._k
     for full in (k.FULL_CONNS, k.FULL_RSTS, k.FULL_TTLS, k.FULL_PROBES, k.FULL_ANSWERS, k.FULL_CLOSES, k.FULL_REFUSALS):
