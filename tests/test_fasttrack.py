@@ -3,8 +3,8 @@ every connection that had a RST (its endpoints, fingerprints, head, ring, histor
 reset context (the packets before and after it, both states), on the corpus and on generated captures that
 reach the hard cases: sequence numbers across 2^32, missing handshakes, one direction missing, tuple
 reuse, expiry by the timers, role flips, out-of-order data, long histories, half-open eviction, the sweep
-of a table of thousands, batches cut anywhere (the PacketRefs kept from one batch for the next), every
-table grown from its smallest size, and the fall back to the Python tracker."""
+of a table of thousands, eviction from a full table, batches cut anywhere (the PacketRefs kept from one
+batch for the next), every table grown from its smallest size."""
 
 from __future__ import annotations
 
@@ -310,44 +310,29 @@ def test_flood_sweep_and_half_open_eviction(tmp_path: Path, monkeypatch: pytest.
     assert py.evicted_half_open > 0 and max(sweeps) >= 4096  # (the cases are reached)
 
 
-def test_too_many_connections_falls_back_to_the_python_tracker(tmp_path: Path) -> None:
-    from whyrst.tcp.fasttrack import TooManyConnections, track_rst_flows
+def test_full_table_evicts_the_same_connections(tmp_path: Path) -> None:
+    """Past max_connections open at once the oldest-idle tenth is evicted: the same ones, batches cut or not."""
+    from whyrst.tcp.fasttrack import track_rst_flows
 
     path = tmp_path / "b.pcap"
     synth.write_bench(str(path), 20_000, 800, 3, False, mix="short")
     batches = _read(path)
+    assert same(lambda: batches, cuts=(None, 5), max_connections=100) > 20
     want, py = _run_python(batches, max_connections=100)
-    assert py.evicted > 0
-    with pytest.raises(TooManyConnections):
-        _run_compiled(batches, max_connections=100)
-    reads = []
-
-    def again() -> list[PacketBatch]:
-        reads.append(1)
-        return batches
-
-    tracked = track_rst_flows(again, source_tag=b"test", max_connections=100)
-    assert not tracked.compiled and len(reads) == 2
-    assert [_conn(c) for c in tracked.reset_conns] == [_conn(c) for c in want]
-    assert (tracked.evicted, tracked.eviction_note) == (py.evicted, py.eviction_note())
-    tracked = track_rst_flows(lambda: batches, source_tag=b"test")
-    assert tracked.compiled and tracked.evicted == 0
-    assert [_conn(c) for c in tracked.reset_conns] == [_conn(c) for c in _run_python(batches)[0]]
+    assert py.evicted > 100 and "evicted" in py.eviction_note()
+    for compiled in (True, False):
+        tracked = track_rst_flows(iter(batches), source_tag=b"test", compiled=compiled, max_connections=100)
+        assert tracked.compiled == compiled
+        assert [_conn(c) for c in tracked.reset_conns] == [_conn(c) for c in want]
+        assert (tracked.evicted, tracked.eviction_note) == (py.evicted, py.eviction_note())
 
 
-def test_analysis_falls_back_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """analyze() with the compiled tracker giving way at once: the same report as with it."""
+def test_analysis_with_either_tracker(tmp_path: Path) -> None:
     from whyrst.analysis import analyze
-    from whyrst.tcp import fasttrack
 
     path = tmp_path / "b.pcap"
     synth.write_bench(str(path), 20_000, 800, 4, False, mix="short")
-    want = [r.to_json() for r in analyze(str(path), two_pass=True, engine="numba", compiled_tracker=True).resets]
-
-    def refuse(self: Any, batch: PacketBatch) -> None:
-        raise fasttrack.TooManyConnections("test")
-
-    monkeypatch.setattr(fasttrack.CompiledTracker, "feed", refuse)
+    want = [r.to_json() for r in analyze(str(path), two_pass=True, engine="numba", compiled_tracker=False).resets]
     got = [r.to_json() for r in analyze(str(path), two_pass=True, engine="numba", compiled_tracker=True).resets]
     assert got == want and len(want) > 10
 

@@ -50,6 +50,7 @@ KERNELS = {
     "track_close": "whyrst.tcp._track_kernels",
     "track_release": "whyrst.tcp._track_kernels",
     "track_rehash": "whyrst.tcp._track_kernels",
+    "track_evict": "whyrst.tcp._track_kernels",
 }
 # what the compiled code and the types of its arguments depend on
 SOURCES = ("capture/_kernels.py", "capture/fast.py", "capture/batch.py", "capture/records.py", "capture/pcap.py",

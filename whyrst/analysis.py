@@ -267,7 +267,7 @@ def analyze(
             if compiled_tracker:
                 from whyrst.tcp.fasttrack import track_rst_flows
 
-                tracked = track_rst_flows(lambda: _rst_flow_batches(source, index, wanted, prepass, engine),
+                tracked = track_rst_flows(_rst_flow_batches(source, index, wanted, prepass, engine),
                                           source_tag=str(name).encode())
                 reset_conns.extend(tracked.reset_conns)
                 eviction_note = tracked.eviction_note

@@ -578,10 +578,8 @@ def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wante
     delta, problem = 0, ""
 
     def batches() -> Iterator[PacketBatch]:
-        """The partition's rows, range after range; what the count needs is worked out on the way (anew on
-        each reading: the compiled tracker may give way to the Python one, which reads them again)."""
+        """The partition's rows, range after range; what the count needs is worked out on the way."""
         nonlocal delta, problem
-        delta, problem = 0, ""
         for src in sources:
             shared = src.shared
             n_shared = len(shared.keys) if shared is not None else 0
@@ -630,7 +628,7 @@ def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wante
         tracker.close()
         made, evicted = len(records), tracker.evicted
     else:
-        tracked = track_rst_flows(batches, source_tag=source_tag, compiled=fasttrack.available("numba"))
+        tracked = track_rst_flows(batches(), source_tag=source_tag, compiled=fasttrack.available("numba"))
         reset_conns, made, evicted = tracked.reset_conns, tracked.made, tracked.evicted
     seen_hosts = HostView()
     contexts = observe_contexts(reset_conns, seen_hosts)

@@ -95,6 +95,7 @@ from whyrst.tcp._track_layout import (
     E_WIN0_CNT,
     E_WIN0_TH,
     E_WSCALE,
+    EVICT,
     F_LAST_TS_VAL,
     F_MADE,
     F_MSS,
@@ -143,10 +144,11 @@ from whyrst.tcp._track_layout import (
     ST_NHALF,
     ST_NOW,
     ST_NTOUCH,
+    ST_PREV_FF,
+    ST_RESUME,
     ST_SERIAL,
     ST_SINCE_SWEEP,
     ST_TCP,
-    TOO_MANY,
     V_BEFORE_N,
     V_BEFORE_OFF,
     V_CTX,
@@ -750,6 +752,15 @@ def _evict_half_open(R: np.ndarray, E: np.ndarray, HR: np.ndarray, st: np.ndarra
 
 
 @jit
+def track_evict(R: np.ndarray, E: np.ndarray, HR: np.ndarray, st: np.ndarray, BFREE: np.ndarray, FREE_: np.ndarray,
+                tb: np.ndarray, fin: np.ndarray, drop: np.ndarray, need: np.ndarray, victims: np.ndarray) -> None:
+    """The end of Tracker._evict: the records Python picked end, in its order, counted as evicted."""
+    for k in range(len(victims)):
+        _finish(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need, victims[k])
+        st[ST_EVICTED] += 1
+
+
+@jit
 def track_close(R: np.ndarray, E: np.ndarray, HR: np.ndarray, st: np.ndarray, BFREE: np.ndarray, FREE_: np.ndarray,
           tb: np.ndarray, fin: np.ndarray, drop: np.ndarray, need: np.ndarray) -> None:
     """Tracker.close: every connection still open ends, in the order they were made."""
@@ -839,35 +850,42 @@ def track_feed(frame: np.ndarray, ts_ns: np.ndarray, version: np.ndarray, sport:
             return i, FULL_HISTORY
 
         # -- Tracker._packet ------------------------------------------------------------------------
-        st[ST_TCP] += 1
-        if ts > st[ST_NOW]:
-            st[ST_NOW] = ts
-        st[ST_SINCE_SWEEP] += 1
-        if st[ST_NOW] >= st[ST_NEXT_SWEEP] and st[ST_SINCE_SWEEP] >= st[ST_NCONNS] >> 2:
-            _sweep(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need)
-            rec = _find(tb, R, K, h, v, lo0, lo1, lop, hi0, hi1, hip)
-        if st[ST_NHALF] > 0 and (flags & (SYN | RST | FIN)) != SYN and rec >= 0 and R[rec, C_HALF_OPEN]:
-            R[rec, C_HALF_OPEN] = 0
-            st[ST_NHALF] -= 1
-        if rec >= 0 and _expired(R, E, rec, ts):
-            _finish(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need, rec)
-            rec = -1
         seq = np.int64(seq_[i])
         prev_ff = -1
-        if rec >= 0:
-            reuse = _is_reuse(R, E, rec, flags, seq)
-            if reuse:
+        resume = st[ST_RESUME] != 0  # (the packet stopped for an eviction: it goes on at the new connection)
+        if resume:
+            st[ST_RESUME] = 0
+            prev_ff = st[ST_PREV_FF]
+            rec = -1
+        else:
+            st[ST_TCP] += 1
+            if ts > st[ST_NOW]:
+                st[ST_NOW] = ts
+            st[ST_SINCE_SWEEP] += 1
+            if st[ST_NOW] >= st[ST_NEXT_SWEEP] and st[ST_SINCE_SWEEP] >= st[ST_NCONNS] >> 2:
+                _sweep(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need)
+                rec = _find(tb, R, K, h, v, lo0, lo1, lop, hi0, hi1, hip)
+            if st[ST_NHALF] > 0 and (flags & (SYN | RST | FIN)) != SYN and rec >= 0 and R[rec, C_HALF_OPEN]:
+                R[rec, C_HALF_OPEN] = 0
+                st[ST_NHALF] -= 1
+            if rec >= 0 and _expired(R, E, rec, ts):
+                _finish(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need, rec)
+                rec = -1
+            if rec >= 0 and _is_reuse(R, E, rec, flags, seq):
                 prev_ff = R[rec, C_FIRST_FRAME]
                 _finish(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need, rec)
                 rec = -1
-        if rec < 0:
-            # Tracker._new_conn
-            if st[ST_NCONNS] >= st[ST_MAX_CONNS]:
+            if rec < 0 and st[ST_NCONNS] >= st[ST_MAX_CONNS]:
+                # Tracker._evict: first what the timers ended, then (Python) the oldest-idle tenth
                 st[ST_NEXT_SWEEP] = 0
                 _sweep(R, E, HR, st, BFREE, FREE_, tb, fin, drop, need)
                 mc = st[ST_MAX_CONNS]
                 if st[ST_NCONNS] >= mc - mc // 20:
-                    return i, TOO_MANY  # the oldest-idle tenth would be evicted: left to the Python tracker
+                    st[ST_RESUME] = 1
+                    st[ST_PREV_FF] = prev_ff
+                    return i, EVICT
+        if rec < 0:
+            # Tracker._new_conn
             st[ST_NFREE] -= 1
             rec = FREE_[st[ST_NFREE]]
             R[rec, :] = 0

@@ -5,8 +5,8 @@ ahead-of-time compiled kernels imports no numba): the columns of the connection 
 # -- st: the tracker's scalars (one int64 array, kept between calls) ----------------------------------------
 (ST_NOW, ST_TCP, ST_NEXT_SWEEP, ST_SINCE_SWEEP, ST_NCONNS, ST_NHALF, ST_SERIAL, ST_CTX, ST_EVICTED,
  ST_EVICTED_HALF, ST_NFREE, ST_NBFREE, ST_FINISHED, ST_NEV, ST_NBEFORE, ST_NAFTER, ST_NFIN, ST_NDROP, ST_NTOUCH,
- ST_EPOCH, ST_MAX_CONNS, ST_MAX_HALF, ST_BASE) = range(23)
-ST_SIZE = 24
+ ST_EPOCH, ST_MAX_CONNS, ST_MAX_HALF, ST_BASE, ST_RESUME, ST_PREV_FF) = range(25)
+ST_SIZE = 26
 
 # -- R: one row per connection record ----------------------------------------------------------------------
 AFTER_SLOTS = 9  # RSTs of one connection still collecting the packets after them (at most 8 plus a new one)
@@ -22,6 +22,7 @@ R_COLS = C_AFTER_TS + AFTER_SLOTS
 FREE, LIVE, PENDING = 0, 1, 2  # PENDING: finished with RSTs, kept until Python has read it
 
 # -- E: two rows per record (2 * rec + e; e = 0 is the side that sent the connection's first packet) ---------
+# (fasttrack unpacks a row in this order: change both together)
 (E_PORT, E_STATE, E_PREV_STATE, E_START64, E_LAST64, E_ACK64, E_DID_CLOSE, E_FIN_CNT, E_RST_CNT, E_FIN_SEQ,
  E_HLS, E_HLF, E_HLR, E_RXMIT_CNT, E_RXMIT_TH, E_WIN0_CNT, E_WIN0_TH, E_GAP_CNT, E_GAP_TH, E_CHK_CNT, E_CHK_TH,
  E_SEEN_FIRST, E_WSCALE, E_PKTS, E_IP_BYTES, E_PAYLOAD_BYTES, E_LAST_NS, E_REASSEM, E_TRIM, E_BLK, E_NBLK,
@@ -44,6 +45,8 @@ A_CTX, A_ROW = 0, 1  # a packet after a RST
 A_COLS = 2
 
 # -- why a kernel stopped before the end -------------------------------------------------------------------
-DONE, FULL_TABLE, FULL_RECORDS, FULL_BLOCKS, FULL_HISTORY, FULL_EVENTS, TOO_MANY = range(7)
+# EVICT: the table is full; Python picks the oldest-idle tenth (as Tracker._evict does, with numpy's
+# argpartition), track_evict ends them, and the same packet is fed again (it resumes where it stopped)
+DONE, FULL_TABLE, FULL_RECORDS, FULL_BLOCKS, FULL_HISTORY, FULL_EVENTS, EVICT = range(7)
 # the most history letters one packet adds (two for its flags, W, T, three G, ^ twice, and spare)
 HISTORY_PER_PACKET = 12

@@ -8,21 +8,22 @@ in their RSTs' context (before, after, head and ring). Those objects are the one
 makes, field for field (the tests compare them).
 
 Memory follows the connections open at once, as the Python tracker's does: per connection a record in the
-tables (about 2 KB); per batch, its rows' outputs; the PacketRefs of the heads and rings of the live
-connections a batch touched are kept from one batch to the next (a RST of a later batch names them).
-
-One case is left to the Python tracker: more than ``max_connections`` connections open at once, where the
-Python tracker evicts the oldest-idle tenth (its choice among equally idle connections is numpy's
-``argpartition``'s). :func:`track_rst_flows` then tracks the flows again with the Python tracker from the
-start, so results are identical either way.
+tables (about 2 KB, the tables grown by doubling as the kernels ask), and the PacketRefs of its head and ring
+once a batch has touched it (a RST of a later batch names them); per batch, its rows' outputs and events;
+the finished connections with RSTs, which the analysis keeps anyway. Nothing grows with the packets: a
+spoofed SYN flood that makes every flow a RST flow costs what the Python tracker's table of it costs, and
+the same bounds apply (``max_half_open``, ``max_connections``: the same connections are evicted, the
+oldest-idle tenth chosen in Python by the same numpy call, on the same array).
 """
 
 from __future__ import annotations
 
+import gc
 import socket
 import types
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -45,7 +46,7 @@ from whyrst.tcp.track import (
 )
 from whyrst.tcp.zeek import LIKELY_SERVER_PORTS
 
-KERNEL_NAMES = ("feed", "close", "carry", "release", "rehash")
+KERNEL_NAMES = ("feed", "close", "carry", "release", "rehash", "evict")
 # the batch columns the kernel reads, in its argument order
 FEED_COLUMNS = ("frame", "ts_ns", "ip_version", "sport", "dport", "seq", "ack", "flags", "win", "payload_len",
                 "ttl", "ip_id", "opt_has_ts", "opt_ts_val", "opt_mask", "opt_wscale", "opt_mss", "opt_sack_ok",
@@ -56,8 +57,19 @@ _LIKELY = np.zeros(1 << 16, dtype=np.uint8)
 _LIKELY[list(LIKELY_SERVER_PORTS)] = 1
 
 
-class TooManyConnections(Exception):
-    """More connections open at once than the table keeps: the Python tracker's eviction is needed."""
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The garbage collector off while the objects of a batch are made: they are many (a PacketRef per
+    packet of a RST's connection), all live on (the analysis keeps them), and by default the collector walks
+    the young ones every 700 allocations (a third of the time of a capture of short connections)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @cache
@@ -86,8 +98,8 @@ def available(engine: str = "auto") -> bool:
 
 class CompiledTracker:
     """:class:`~whyrst.tcp.track.Tracker` for the analysis: ``on_finish`` receives only the connections that
-    had a RST (when they end), with everything the Python tracker gives them. ``feed`` raises
-    :class:`TooManyConnections` where the Python tracker would evict established connections."""
+    had a RST (when they end), with everything the Python tracker gives them; ``finished`` counts them all.
+    ``capacity`` is the first size of the tables (they grow)."""
 
     def __init__(self, on_finish: Callable[[Connection], None], *, source_tag: bytes = b"",
                  max_connections: int = MAX_CONNECTIONS, max_half_open: int = MAX_HALF_OPEN,
@@ -199,13 +211,20 @@ class CompiledTracker:
             self._ev = np.concatenate([self._ev, np.zeros_like(self._ev)])
             self._before = np.concatenate([self._before, np.zeros_like(self._before)])
             self._after = np.concatenate([self._after, np.zeros_like(self._after)])
-        elif why == L.TOO_MANY:
-            raise TooManyConnections(f"more than {self.max_connections} connections open at once")
         else:  # pragma: no cover
             raise AssertionError(why)
 
     # -- public -------------------------------------------------------------------------------------------
     def feed(self, batch: PacketBatch) -> None:
+        with _collector_paused():
+            self._feed(batch)
+
+    def close(self) -> None:
+        """End every connection still open (end of capture)."""
+        with _collector_paused():
+            self._close()
+
+    def _feed(self, batch: PacketBatch) -> None:
         c = batch.cols
         tcp = np.flatnonzero(c["kind"] == Kind.TCP)
         n = len(tcp)
@@ -241,7 +260,10 @@ class CompiledTracker:
                                   self._after, self.fin, self.drop, touched)
             if why == L.DONE:
                 break
-            self._grow(why)
+            if why == L.EVICT:
+                self._evict(need)
+            else:
+                self._grow(why)
         # The heads and rings of the live connections the batch touched: a RST of a later batch names them.
         # Their PacketRefs are made now (the batch's buffer may be reused); the tables that find them by
         # connection only when another batch comes (_carry): most second passes are one batch.
@@ -258,8 +280,7 @@ class CompiledTracker:
         for serial in self.drop[: st[L.ST_NDROP]].tolist():
             carried.pop(serial, None)
 
-    def close(self) -> None:
-        """End every connection still open (end of capture)."""
+    def _close(self) -> None:
         st = self.st
         st[L.ST_NFIN] = st[L.ST_NDROP] = 0
         self._k.close(self.R, self.E, self.HR, st, self.BFREE, self.FREE, self.tb, self.fin, self.drop,
@@ -269,6 +290,17 @@ class CompiledTracker:
         self._open.clear()
         self._refs = []
         self._to_carry = None
+
+    def _evict(self, need: np.ndarray) -> None:
+        """Tracker._evict's choice: the oldest-idle tenth of the connections, in the table's (serial) order,
+        by numpy's argpartition as there (its order among equally idle ones is its own)."""
+        R = self.R
+        live = np.flatnonzero(R[:, L.C_LIVE] == L.LIVE)
+        live = live[np.argsort(R[live, L.C_SERIAL])]
+        k = max(1, len(live) // 10)
+        victims = live[np.argpartition(R[live, L.C_LAST_NS], k - 1)[:k]] if k < len(live) else live
+        self._k.evict(R, self.E, self.HR, self.st, self.BFREE, self.FREE, self.tb, self.fin, self.drop, need,
+                      np.ascontiguousarray(victims, dtype=np.int64))
 
     def _carry(self) -> None:
         """Before a new batch: the PacketRefs the last one's live connections hold, by connection."""
@@ -306,11 +338,19 @@ class CompiledTracker:
         ts_val = np.where(has_ts, cols["opt_ts_val"][sel].astype(np.int64), -1).tolist()
         ts_ecr = np.where(has_ts, c["opt_ts_ecr"][rows].astype(np.int64), -1).tolist()
         flags = cols["flags"][sel]
-        made = list(map(PacketRef, cols["frame"][sel].tolist(), cols["ts_ns"][sel].tolist(),
-                        o_orig[sel].astype(bool).tolist(), flags.tolist(), cols["seq"][sel].tolist(),
-                        cols["ack"][sel].tolist(), o_rel_seq[sel].tolist(), o_rel_ack[sel].tolist(),
-                        cols["payload_len"][sel].tolist(), cols["win"][sel].tolist(), cols["ttl"][sel].tolist(),
-                        cols["ip_id"][sel].tolist(), ts_val, ts_ecr, cols["opt_mask"][sel].tolist()))
+        made = []
+        append, new = made.append, object.__new__
+        # (straight into the slots, in PacketRef's order: a fifth quicker than calling its __init__)
+        for row in zip(cols["frame"][sel].tolist(), cols["ts_ns"][sel].tolist(), o_orig[sel].astype(bool).tolist(),
+                       flags.tolist(), cols["seq"][sel].tolist(), cols["ack"][sel].tolist(), o_rel_seq[sel].tolist(),
+                       o_rel_ack[sel].tolist(), cols["payload_len"][sel].tolist(), cols["win"][sel].tolist(),
+                       cols["ttl"][sel].tolist(), cols["ip_id"][sel].tolist(), ts_val, ts_ecr,
+                       cols["opt_mask"][sel].tolist(), strict=True):
+            p = new(PacketRef)
+            (p.frame, p.ts_ns, p.from_orig, p.flags, p.seq, p.ack, p.rel_seq, p.rel_ack, p.payload_len, p.win, p.ttl,
+             p.ip_id, p.ts_val, p.ts_ecr, p.opt_mask) = row
+            p.payload = b""
+            append(p)
         cap = np.minimum(cols["payload_cap"][sel], cols["payload_len"][sel])
         with_payload = np.flatnonzero(cap)
         if len(with_payload):
@@ -406,11 +446,22 @@ class CompiledTracker:
         tag = self.source_tag
         on_finish = self.on_finish
         head_n, ring_n = L.HEAD, L.RING
-        refs_of = self._refs_of
-        rows, hr = self.R[recs, : L.C_VLAN + 1].tolist(), (self.HR[recs] - self._base).tolist()
-        for j, (r, ids) in enumerate(zip(rows, hr, strict=True)):
+        R = self.R[recs, : L.C_VLAN + 1]
+        # every connection's head and ring row ids in packet order, one after the other, and their PacketRefs
+        heads, ring_start, rings = R[:, L.C_HEAD_N], R[:, L.C_RING_START], R[:, L.C_RING_N]
+        k = np.arange(L.HR_COLS)
+        cols = np.where(k < head_n, k, head_n + (ring_start[:, None] + k - head_n) % ring_n)
+        valid = np.where(k < head_n, k < heads[:, None], k - head_n < rings[:, None])
+        ids = np.take_along_axis(self.HR[recs], cols, axis=1)[valid] - self._base
+        ends = np.cumsum(heads + rings).tolist()
+        refs, base = self._refs, self._base
+        if ids.min(initial=0) >= 0:  # (all in the last batch)
+            packets: list[PacketRef | None] = list(map(refs.__getitem__, ids.tolist()))
+        else:
+            packets = [refs[i] if i >= 0 else None for i in ids.tolist()]
+        for j, r in enumerate(R.tolist()):
             (_, serial, version, _, _, _, flipped, start_ns, last_ns, first_frame, _, hist_seen, hist_len,
-             n_packets, head_len, ring_start, ring_len, elided, _, has_prev, prev_first_frame, attempt_ns,
+             n_packets, head_len, _, _, elided, _, has_prev, prev_first_frame, attempt_ns,
              close_delete_ns, n_origins, o0, o1, o2, inactivity_ns, is_partial, encap, vlan) = r
             conn = conns.pop(serial)
             for ctx_id in ctx_ids.pop(serial):
@@ -431,18 +482,17 @@ class CompiledTracker:
             conn.first_frame = first_frame
             conn.history = hist[j * hist_width: j * hist_width + hist_len].decode("ascii")
             conn.hist_seen = hist_seen
-            conn.flipped = bool(flipped)
+            conn.flipped = flipped != 0
             conn.tag = tag
             conn._uid = ""
             conn.n_packets = n_packets
-            conn.head = refs_of(ids[:head_len], old)
-            if n_packets > head_n:
-                ring_ids = ids[head_n + ring_start: head_n + min(ring_start + ring_len, ring_n)]
-                if ring_start + ring_len > ring_n:
-                    ring_ids += ids[head_n: head_n + ring_start + ring_len - ring_n]
-                conn.ring = deque(refs_of(ring_ids, old), maxlen=ring_n)
-            else:
-                conn.ring = None
+            start = ends[j - 1] if j else 0
+            mine = packets[start: ends[j]]
+            if old is not None:  # (a connection from an earlier batch)
+                mine = [p if p is not None else old[i + base]
+                        for p, i in zip(mine, ids[start: ends[j]].tolist(), strict=True)]
+            conn.head = mine[:head_len]
+            conn.ring = deque(mine[head_len:], maxlen=ring_n) if n_packets > head_n else None
             conn.elided = elided
             conn.after_open = ()
             conn.prev = PriorConnection(make_uid(tag, key, prev_first_frame)) if has_prev else None
@@ -451,7 +501,7 @@ class CompiledTracker:
             conn.expire_origins = (o0, o1, o2)[:n_origins]
             conn.inactivity_ns = inactivity_ns
             conn.handshake_done = False
-            conn.is_partial = bool(is_partial)
+            conn.is_partial = is_partial != 0
             conn.encap = encap
             conn.vlan = vlan
             on_finish(conn)
@@ -465,61 +515,33 @@ class CompiledTracker:
         if (E[:, L.F_NTTLS] >= 0).any():
             ttls, counts = self.FTTL[eps].tolist(), self.FTN[eps].tolist()
         addrs = EA.byteswap().view("S16").ravel().tolist()  # (the tracker's form: the bytes less trailing zeros)
+        new, eps_ = object.__new__, _EPS
+        blocks = self.BLK
         for j, (e, addr) in enumerate(zip(E.tolist(), addrs, strict=True)):
-            (port, state, prev_state, start64, last64, ack64, did_close, fin_cnt, rst_cnt, fin_seq, hls, hlf, hlr,
-             rxmit_cnt, rxmit_th, win0_cnt, win0_th, gap_cnt, gap_th, chk_cnt, chk_th, seen_first, wscale, pkts,
-             ip_bytes, payload_bytes, last_ns, reassem, trim, blk, nblk, f_made, f_ttl, f_ttl_n, f_nttls,
-             f_nipids, f_zero, f_packets, f_mask, f_win, f_mss, f_wscale, f_sack, f_ts, f_last_ts) = e
-            x = Endpoint.__new__(Endpoint)
+            x = new(Endpoint)
+            # (the E columns are in this order: see _track_layout; straight into the slots is the quickest)
+            (x.port, state, prev_state, x.start64, x.last64, x.ack64, did_close, x.fin_cnt, x.rst_cnt, x.fin_seq,
+             x.hist_last_syn, x.hist_last_fin, x.hist_last_rst, x.rxmit_cnt, x.rxmit_thresh, x.win0_cnt,
+             x.win0_thresh, x.gap_cnt, x.gap_thresh, x.chk_cnt, x.chk_thresh, seen_first, x.window_scale, x.pkts,
+             x.ip_bytes, x.payload_bytes, x.last_ns, x.reassem_upto, x.trim_upto, blk, nblk, f_made) = e[:32]
             x.addr = addr
-            x.port = port
             x.is_orig = False
-            x.state = _EPS[state]
-            x.prev_state = _EPS[prev_state]
-            x.start64 = start64
-            x.last64 = last64
-            x.ack64 = ack64
-            x.did_close = bool(did_close)
-            x.fin_cnt = fin_cnt
-            x.rst_cnt = rst_cnt
-            x.fin_seq = fin_seq
-            x.hist_last_syn = hls
-            x.hist_last_fin = hlf
-            x.hist_last_rst = hlr
-            x.rxmit_cnt = rxmit_cnt
-            x.rxmit_thresh = rxmit_th
-            x.win0_cnt = win0_cnt
-            x.win0_thresh = win0_th
-            x.gap_cnt = gap_cnt
-            x.gap_thresh = gap_th
-            x.chk_cnt = chk_cnt
-            x.chk_thresh = chk_th
-            x.seen_first = bool(seen_first)
-            x.window_scale = wscale
-            x.pkts = pkts
-            x.ip_bytes = ip_bytes
-            x.payload_bytes = payload_bytes
-            x.last_ns = last_ns
-            x.reassem_upto = reassem
-            x.trim_upto = trim
-            x.blocks = [tuple(b) for b in self.BLK[blk, :nblk].tolist()] if nblk else ()  # type: ignore[misc]
+            x.state = eps_[state]
+            x.prev_state = eps_[prev_state]
+            x.did_close = did_close != 0
+            x.seen_first = seen_first != 0
+            x.blocks = [tuple(b) for b in blocks[blk, :nblk].tolist()] if nblk else ()  # type: ignore[misc]
             if f_made:
-                fp = Fingerprint.__new__(Fingerprint)
-                fp._ttl = f_ttl
-                fp._ttl_n = f_ttl_n
+                fp = x._fp = new(Fingerprint)
+                (fp._ttl, fp._ttl_n, f_nttls, f_nipids, fp.zero_ip_ids, fp.packets, f_mask, f_win, fp.mss,
+                 fp.wscale, f_sack, f_ts, fp.last_ts_val) = e[32:]
                 fp._ttls = (dict(zip(ttls[j][:f_nttls], counts[j][:f_nttls], strict=True))  # type: ignore[index]
                             if f_nttls >= 0 else None)
                 fp.ip_ids = tuple(ip_ids[j][:f_nipids])
-                fp.zero_ip_ids = f_zero
-                fp.packets = f_packets
                 fp.syn_opt_mask = f_mask & _M64 if f_win >= 0 else -1
                 fp.syn_win = f_win
-                fp.mss = f_mss
-                fp.wscale = f_wscale
-                fp.sack_ok = bool(f_sack)
-                fp.uses_timestamps = bool(f_ts)
-                fp.last_ts_val = f_last_ts
-                x._fp = fp
+                fp.sack_ok = f_sack != 0
+                fp.uses_timestamps = f_ts != 0
             else:
                 x._fp = None
             out.append(x)
@@ -538,22 +560,17 @@ class Tracked:
         self.compiled = isinstance(tracker, CompiledTracker)
 
 
-def track_rst_flows(batches: Callable[[], Iterable[PacketBatch]], *, source_tag: bytes = b"",
-                    compiled: bool = True, **limits: int) -> Tracked:
-    """Track the packets ``batches()`` yields (the second pass: the flows that carry a RST). With the compiled
-    tracker unless ``compiled`` is False, or where it gives way (:class:`TooManyConnections`): then
-    ``batches()`` is called again and everything goes through the Python tracker."""
+def track_rst_flows(batches: Iterable[PacketBatch], *, source_tag: bytes = b"", compiled: bool = True,
+                    **limits: int) -> Tracked:
+    """Track the second pass's packets (the flows that carry a RST) with the compiled tracker, or with the
+    Python one when ``compiled`` is False: the same connections either way."""
+    done: list[Connection] = []
     if compiled:
-        done: list[Connection] = []
         fast = CompiledTracker(done.append, source_tag=source_tag, **limits)
-        try:
-            for batch in batches():
-                fast.feed(batch)
-            fast.close()
-            return Tracked(fast, done, fast.finished)
-        except TooManyConnections:
-            pass
-    done = []
+        for batch in batches:
+            fast.feed(batch)
+        fast.close()
+        return Tracked(fast, done, fast.finished)
     made = 0
 
     def finished(conn: Connection) -> None:
@@ -563,7 +580,7 @@ def track_rst_flows(batches: Callable[[], Iterable[PacketBatch]], *, source_tag:
             done.append(conn)
 
     tracker = Tracker(finished, source_tag=source_tag, **limits)
-    for batch in batches():
+    for batch in batches:
         tracker.feed(batch)
     tracker.close()
     return Tracked(tracker, done, made)
@@ -575,9 +592,11 @@ def warm_up(path: str) -> None:
     from whyrst.capture import open_capture
     from whyrst.errors import Warnings
 
-    tracker = CompiledTracker(lambda conn: None, capacity=2)
     with open_capture(path, warnings=Warnings(), engine="numba") as cap:
-        for batch in cap:
+        batches = list(cap)
+    for limits in ({}, {"max_connections": 50}):  # (the second: evictions)
+        tracker = CompiledTracker(lambda conn: None, capacity=2, **limits)
+        for batch in batches:
             for i in range(0, batch.n, 500):
                 tracker.feed(batch.rows(i, min(batch.n, i + 500)))
-    tracker.close()
+        tracker.close()
