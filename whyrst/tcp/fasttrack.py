@@ -19,7 +19,6 @@ oldest-idle tenth chosen in Python by the same numpy call, on the same array).
 from __future__ import annotations
 
 import gc
-import socket
 import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from whyrst.capture.batch import RST, Kind, PacketBatch, address_text
+from whyrst.capture.batch import AF_INET6, RST, Kind, PacketBatch, address_text, inet_ntoa
 from whyrst.tcp import _track_layout as L
 from whyrst.tcp.state import EP
 from whyrst.tcp.track import (
@@ -45,6 +44,11 @@ from whyrst.tcp.track import (
     make_uid,
 )
 from whyrst.tcp.zeek import LIKELY_SERVER_PORTS
+
+try:  # (the C function: the socket module around it costs milliseconds of start-up; see capture.batch)
+    from _socket import inet_ntop
+except ImportError:  # (not CPython)
+    from socket import inet_ntop
 
 KERNEL_NAMES = ("feed", "close", "carry", "release", "rehash", "evict")
 # the batch columns the kernel reads, in its argument order
@@ -376,10 +380,10 @@ class CompiledTracker:
             if len(cache) >= 100_000:  # (a flood from spoofed sources names each host once)
                 cache.clear()
             if version == 4:
-                text = socket.inet_ntoa(raw[:4])
+                text = inet_ntoa(raw[:4])
             else:
                 # (what ipaddress prints, in C, but for the IPv4-embedding forms that inet_ntop prints dotted)
-                text = socket.inet_ntop(socket.AF_INET6, raw) if version == 6 else ""
+                text = inet_ntop(AF_INET6, raw) if version == 6 else ""
                 if "." in text or version != 6:
                     text = address_text(raw, version)
             cache[raw] = text
