@@ -12,7 +12,7 @@ line, with timers around the functions that make up each phase:
   decoding and counting every record (``scan``: the compiled kernel; ``count`` for decoded batches) and
   the Python around them (``first pass, rest``);
 * second pass: the RST flows' packets read back through the index and decoded;
-* tracking: those packets through the connection tracker;
+* tracking: those packets through the connection tracker (the compiled one, or the Python one);
 * explaining: every RST's facts, scores and sentences;
 * JSON: the report encoded and written;
 * exit: from the end of the command's work to the end of the process, beyond a bare interpreter's exit
@@ -48,6 +48,7 @@ def child(path: str) -> None:
     import whyrst.cli as cli
     import whyrst.jobs  # noqa: F401  (imported by the command line too)
     import whyrst.report.jsontext as jsontext
+    import whyrst.tcp.fasttrack as fasttrack
     import whyrst.tcp.prepass as prepass
 
     track = sys.modules["whyrst.tcp.track"]  # (the package's name "track" is its function)
@@ -89,7 +90,9 @@ def child(path: str) -> None:
     for cls in (prepass.CompiledPrepass, prepass.NumpyPrepass):
         cls.read = timed("first pass", cls.read)  # type: ignore[method-assign]
     index.FlowIndex.batches = timed_iter("second pass", index.FlowIndex.batches)  # type: ignore[method-assign]
-    track.Tracker.feed = timed("tracking", track.Tracker.feed)  # type: ignore[method-assign]
+    for cls in (track.Tracker, fasttrack.CompiledTracker):
+        cls.feed = timed("tracking", cls.feed)  # type: ignore[method-assign]
+        cls.close = timed("tracking", cls.close)  # type: ignore[method-assign]
     analysis.observe_contexts = timed("explaining", analysis.observe_contexts)
     analysis.explain_contexts = timed("explaining", analysis.explain_contexts)
     jsontext.encode_report = timed("JSON", jsontext.encode_report)
