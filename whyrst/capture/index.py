@@ -298,13 +298,17 @@ class FlowIndex:
         base = np.zeros(len(firsts), dtype=np.int64)  # where each span starts in the buffer
         base[1:] = np.cumsum(hi - lo)[:-1]
         offs = start - lo[np.cumsum(new) - 1] + base[np.cumsum(new) - 1]
-        pieces = []
-        for a, z in zip(lo.tolist(), hi.tolist(), strict=True):
-            data = _pread_all(fd, z - a, a)
-            if len(data) != z - a:
-                raise CaptureError(self.path, a + len(data), "the file became shorter while it was analysed")
-            pieces.append(data)
-        records = rec.Records(memoryview(b"".join(pieces)), n, offs, cap32, wire, ts, link, iface)
+        # each span read straight into its place in one buffer (the packets of a few flows lie far apart in
+        # the file: about one system call a packet, so no bytes object per span and no join after them)
+        buffer = np.empty(int(base[-1] + hi[-1] - lo[-1]), dtype=np.uint8)
+        view = memoryview(buffer)
+        preadv = os.preadv
+        for a, z, at in zip(lo.tolist(), hi.tolist(), base.tolist(), strict=True):
+            into = view[at : at + z - a]
+            got = preadv(fd, [into], a)
+            if got != z - a and (got := _pread_into(fd, into, a)) != z - a:  # (a short read: read on)
+                raise CaptureError(self.path, a + got, "the file became shorter while it was analysed")
+        records = rec.Records(view, n, offs, cap32, wire, ts, link, iface)
         batch = PacketBatch.empty(n)
         decoder.decode_into(records, 0, batch)
         batch.cols["frame"][:] = frame
@@ -324,13 +328,12 @@ class FlowIndex:
         self.close()
 
 
-def _pread_all(fd: int, n: int, offset: int) -> bytes:
-    parts = []
-    while n > 0:
-        piece = os.pread(fd, n, offset)
-        if not piece:
+def _pread_into(fd: int, into: memoryview, offset: int) -> int:
+    """Read ``len(into)`` bytes of ``fd`` from ``offset`` into ``into``; how many there were."""
+    got = 0
+    while got < len(into):
+        n = os.preadv(fd, [into[got:]], offset + got)
+        if not n:
             break
-        parts.append(piece)
-        n -= len(piece)
-        offset += len(piece)
-    return b"".join(parts)
+        got += n
+    return got
