@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 
 from whyrst.capture.batch import ACK, RST
 from whyrst.causes.catalog import BY_ID, CAUSES, DISTINGUISH, PAYLOAD_HINTS
@@ -11,6 +12,11 @@ from whyrst.causes.features import Features, HostView, extract
 from whyrst.tcp.track import NS, PacketRef, ResetContext, flags_text
 
 MAX_ALTERNATIVES = 4
+# the payload hints compiled once (re.search's cache of compiled patterns is a look-up and a lock each time)
+_HINTS = tuple((re.compile(pattern, re.IGNORECASE), cause_id, bonus) for pattern, cause_id, bonus in PAYLOAD_HINTS)
+# DISTINGUISH by the pair in either order (a frozenset made for each look-up costs more than the look-up)
+_TELLS = {(a, b): text for pair, text in DISTINGUISH.items() for a in pair for b in pair if a != b}
+_flags_text = cache(flags_text)  # (a few dozen distinct flag sets: the text of each made once)
 
 
 @dataclass
@@ -30,18 +36,18 @@ class Explanation:
 
 def describe(p: PacketRef, start_ns: int, src: str = "", dst: str = "") -> str:
     """A packet in a sentence: frame, time offset, direction, flags, relative seq/ack, length, TTL."""
-    parts = [f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s)"]
+    text = f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s) "
     if src and dst:
-        parts.append(f"{src} → {dst}")
-    parts.append(f"[{flags_text(p.flags)}] seq {p.rel_seq}")
+        text += f"{src} → {dst} "
+    text += f"[{_flags_text(p.flags)}] seq {p.rel_seq}"
     if p.flags & ACK:
-        parts.append(f"ack {p.rel_ack}")
-    parts.append(f"len {p.payload_len} win {p.win}")
+        text += f" ack {p.rel_ack}"
+    text += f" len {p.payload_len} win {p.win}"
     if p.ttl:
-        parts.append(f"ttl {p.ttl}")
+        text += f" ttl {p.ttl}"
     if p.ip_id >= 0:
-        parts.append(f"id {p.ip_id}")
-    return " ".join(parts)
+        text += f" id {p.ip_id}"
+    return text
 
 
 def payload_text(payload: bytes) -> str:
@@ -138,10 +144,11 @@ def explain(ctx: ResetContext, hosts: HostView,
         if score > 0:
             scored.append((score, cause.id))
             reasons[cause.id] = why
-    text = payload_text(ctx.payload)
+    payload = ctx.payload
+    text = payload_text(payload)
     if text:
-        for pattern, cause_id, bonus in PAYLOAD_HINTS:
-            if re.search(pattern, text, re.IGNORECASE):
+        for pattern, cause_id, bonus in _HINTS:
+            if pattern.search(text):
                 old = next((sc for sc, cid in scored if cid == cause_id), 0.0)
                 scored = [(sc, cid) for sc, cid in scored if cid != cause_id] + [(old + bonus, cause_id)]
                 reasons.setdefault(cause_id, []).insert(0, f"The RST's payload says why: {text[:120]!r}.")
@@ -172,8 +179,8 @@ def explain(ctx: ResetContext, hosts: HostView,
         else:
             evidence.append(f"Its TTL {rst.ttl} matches the sender's other packets: whatever made it sits on "
                             "the sender's host or the same hop.")
-    if ctx.payload:
-        evidence.append(f"It carries {len(ctx.payload)} bytes of payload: {payload_text(ctx.payload)[:200]!r}.")
+    if payload:
+        evidence.append(f"It carries {len(payload)} bytes of payload: {text[:200]!r}.")
     if ctx.mptcp_subtype == 8:
         evidence.append("It carries an MPTCP MP_TCPRST option: the MPTCP layer reset this subflow.")
     if not f.handshake_seen and ctx.index_in_conn == 0 and len(ctx.before) == 0:
@@ -198,7 +205,7 @@ def explain(ctx: ResetContext, hosts: HostView,
     cause = BY_ID[best]
     confirm = list(cause.confirm)
     for alt, _ in alternatives[:2]:
-        tell = DISTINGUISH.get(frozenset({best, alt}))
+        tell = _TELLS.get((best, alt))
         if tell:
             confirm.insert(0, f"To tell {best} from {alt}: {tell}")
     return Explanation(
@@ -210,7 +217,7 @@ def explain(ctx: ResetContext, hosts: HostView,
         evidence=evidence,
         fix=list(cause.fix),
         confirm=confirm,
-        payload_text=payload_text(ctx.payload),
-        diagnostic=decode_rst_diagnostic(ctx.payload),
+        payload_text=text,
+        diagnostic=decode_rst_diagnostic(payload) if payload else {},
         evidence_frames=frames,
     )
