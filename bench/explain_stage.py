@@ -5,11 +5,15 @@
 
 The capture is analysed once (``analysis.analyze``) and the tracker's reset connections are kept; then,
 ``--repeat`` times, ``observe_contexts`` + ``explain_contexts`` (on a fresh :class:`HostView` each time:
-observing resets fills it, and with the prepass tables' look-up caches emptied, as a run of the command line
-finds them: a first look-up of a host costs tens of µs) and ``encode_report`` of the result are timed. The minimum of the repetitions is
-reported, per reset in µs (the VM's speed varies by ±30 %: the minimum is the least disturbed run). The
-process is tuned as the command line tunes it (``analysis.tune_process``: the garbage collector's thresholds
-above all, which decide how often the tracker's objects are walked while the stage makes its own).
+observing resets fills it; and with the prepass tables' look-up caches emptied, as a run of the command
+line finds them: a first look-up of a host costs tens of µs) and ``encode_report`` of the result are timed.
+The minimum of the repetitions is reported, per reset in µs (the VM's speed varies by ±30 %: the minimum
+is the least disturbed run). The process is tuned as the command line tunes it (``analysis.tune_process``:
+the garbage collector's thresholds above all, which decide how often the tracker's objects are walked
+while the stage makes its own).
+
+Not timed: the connections' uids (made on first use, in a run of the command line while the stage reads
+them; here by the first analysis).
 """
 
 from __future__ import annotations

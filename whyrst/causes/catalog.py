@@ -175,12 +175,12 @@ def _unread_data_close(f: Features) -> Verdict:
 
 def _syn_existing_tuple(f: Features) -> Verdict:
     # the sender sent only SYNs, and the peer answered the SYN with a bare ACK instead of a SYN-ACK
-    if not f.sender_only_syns or f.trigger is None:
+    last = f.trigger
+    if not f.sender_only_syns or last is None or last.flags & (0x02 | 0x04) or not last.flags & 0x10:
         return 0.0, []
     ctx = f.ctx
     syn = next(p for p in reversed(ctx.before) if p.from_orig == ctx.sender_is_orig and not p.flags & 0x04)
-    last = f.trigger
-    if last.flags & (0x02 | 0x04) or not last.flags & 0x10 or last.ts_ns < syn.ts_ns:
+    if last.ts_ns < syn.ts_ns:
         return 0.0, []
     if last.ack == (syn.seq + 1) & 0xFFFFFFFF:
         return 0.0, []

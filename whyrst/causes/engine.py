@@ -17,6 +17,27 @@ _HINTS = tuple((re.compile(pattern, re.IGNORECASE), cause_id, bonus) for pattern
 # DISTINGUISH by the pair in either order (a frozenset made for each look-up costs more than the look-up)
 _TELLS = {(a, b): text for pair, text in DISTINGUISH.items() for a in pair for b in pair if a != b}
 _flags_text = cache(flags_text)  # (a few dozen distinct flag sets: the text of each made once)
+_RULES = tuple((c.id, c.score) for c in CAUSES)
+
+
+def _rank(scored: tuple[float, str]) -> tuple[float, str]:
+    """Highest score first, ties by id."""
+    return -scored[0], scored[1]
+
+
+# A score's share of the total, rounded to three places: scores are sums of a few constants, so a capture has
+# few distinct shares, and round() to three places costs as much as six dictionary look-ups.
+_SHARES: dict[float, float] = {}
+
+
+def _share(score: float, total: float) -> float:
+    q = score / total
+    rounded = _SHARES.get(q)
+    if rounded is None:
+        rounded = round(q, 3)
+        if q > 0 and len(_SHARES) < 65536:  # (0.0 == -0.0, so zero is not a key)
+            _SHARES[q] = rounded
+    return rounded
 
 
 @dataclass
@@ -36,18 +57,13 @@ class Explanation:
 
 def describe(p: PacketRef, start_ns: int, src: str = "", dst: str = "") -> str:
     """A packet in a sentence: frame, time offset, direction, flags, relative seq/ack, length, TTL."""
-    text = f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s) "
-    if src and dst:
-        text += f"{src} → {dst} "
-    text += f"[{_flags_text(p.flags)}] seq {p.rel_seq}"
-    if p.flags & ACK:
-        text += f" ack {p.rel_ack}"
-    text += f" len {p.payload_len} win {p.win}"
-    if p.ttl:
-        text += f" ttl {p.ttl}"
-    if p.ip_id >= 0:
-        text += f" id {p.ip_id}"
-    return text
+    flags = p.flags
+    where = f"{src} → {dst} " if src and dst else ""
+    ack = f" ack {p.rel_ack}" if flags & ACK else ""
+    ttl = f" ttl {p.ttl}" if p.ttl else ""
+    ip_id = f" id {p.ip_id}" if p.ip_id >= 0 else ""
+    return (f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s) {where}[{_flags_text(flags)}] seq {p.rel_seq}"
+            f"{ack} len {p.payload_len} win {p.win}{ttl}{ip_id}")
 
 
 def payload_text(payload: bytes) -> str:
@@ -121,13 +137,10 @@ def _sender_kind(cause: str, f: Features) -> str:
         return "injector"
     if cause == "firewall-reject":
         return "firewall"
-    if cause in ("idle-timeout", "nat-expired") and f.ttl_mismatch:
-        return "middlebox"
     if f.ttl_mismatch:
         return "middlebox"
-    if f.ttl_known > 0 or f.host_ttl > 0:
-        return "endpoint"
-    return "endpoint" if cause not in ("unknown",) else "unknown"
+    # (the host's TTL, a look-up, only when it decides)
+    return "endpoint" if cause != "unknown" or f.ttl_known > 0 or f.host_ttl > 0 else "unknown"
 
 
 def explain(ctx: ResetContext, hosts: HostView,
@@ -139,11 +152,11 @@ def explain(ctx: ResetContext, hosts: HostView,
     f = extract(ctx, hosts)
     scored = []
     reasons: dict[str, list[str]] = {}
-    for cause in CAUSES:
-        score, why = cause.score(f)
+    for cause_id, rule in _RULES:
+        score, why = rule(f)
         if score > 0:
-            scored.append((score, cause.id))
-            reasons[cause.id] = why
+            scored.append((score, cause_id))
+            reasons[cause_id] = why
     payload = ctx.payload
     text = payload_text(payload)
     if text:
@@ -153,13 +166,11 @@ def explain(ctx: ResetContext, hosts: HostView,
                 scored = [(sc, cid) for sc, cid in scored if cid != cause_id] + [(old + bonus, cause_id)]
                 reasons.setdefault(cause_id, []).insert(0, f"The RST's payload says why: {text[:120]!r}.")
                 break
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    total = sum(s for s, _ in scored) + 0.15
-    ranked = [(cid, round(s / total, 3)) for s, cid in scored]
+    scored.sort(key=_rank)
+    total = sum([s for s, _ in scored]) + 0.15
+    ranked = [(cid, _share(s, total)) for s, cid in scored]  # (each cause once: the best is the first)
     best, conf = ranked[0]
-    if best == "unknown" and len(ranked) > 1:
-        best, conf = ranked[0]
-    alternatives = [(cid, c) for cid, c in ranked[1:] if cid != best][:MAX_ALTERNATIVES]
+    alternatives = ranked[1:MAX_ALTERNATIVES + 1]
 
     conn = ctx.conn
     start = conn.start_ns

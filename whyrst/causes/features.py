@@ -162,7 +162,9 @@ class Features:
     @property
     def keepalive_probes(self) -> int:
         """The peer's zero-length probes with seq = next - 1 before the RST."""
-        return _keepalive_probes(self.ctx.before, not self.ctx.sender_is_orig)
+        ctx = self.ctx
+        peer = [p for p in ctx.before if p.from_orig != ctx.sender_is_orig and not p.flags & RST]
+        return _keepalive_probes(ctx.before, not ctx.sender_is_orig, peer)
 
     @property
     def retransmissions_before(self) -> int:
@@ -185,12 +187,16 @@ def _fmt_bool(v: bool | None) -> str:
 
 def _near_round(seconds: float) -> float:
     for t in ROUND_TIMEOUTS:
-        if abs(seconds - t) <= max(0.03, t * 0.012):
+        slack = max(0.03, t * 0.012)
+        if abs(seconds - t) <= slack:
             return t
+        if t - slack > seconds:  # (and so are all the later ones: t - slack grows with t)
+            break
     return 0.0
 
 
 INF = float("inf")
+_ESTABLISHED = EP.ESTABLISHED  # (an enum member looked up on its class costs more than the comparison)
 
 
 def _seq_end(p: PacketRef) -> int:
@@ -198,15 +204,15 @@ def _seq_end(p: PacketRef) -> int:
     return p.rel_seq + p.payload_len + (1 if p.flags & (SYN | FIN) else 0)
 
 
-def _keepalive_probes(before: list[PacketRef], from_orig: bool) -> int:
+def _keepalive_probes(before: list[PacketRef], from_orig: bool, sent: list[PacketRef]) -> int:
     """Keepalive probes from one side among the last packets: zero-length segments one byte behind its next
-    sequence number."""
+    sequence number. ``sent`` is what that side sent before the RST, RSTs left out."""
     probes = 0
     next_seq = None  # the highest sequence number the side sent, plus one
     for p in before[-12:]:
         if p.from_orig == from_orig and p.payload_len <= 1 and not p.flags & (SYN | FIN | RST) and p.flags & ACK:
             if next_seq is None:
-                next_seq = max(_seq_end(q) for q in before if q.from_orig == from_orig and not q.flags & RST)
+                next_seq = max(_seq_end(q) for q in sent)
             if p.rel_seq == next_seq - 1:
                 probes += 1
     return probes
@@ -230,6 +236,8 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
                 first_syn = first_syn or p
             else:
                 first_synack = first_synack or p
+            if first_syn is not None and first_synack is not None:
+                break
     if first_syn is not None:
         client_is_orig = first_syn.from_orig
     elif first_synack is not None:
@@ -304,7 +312,7 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
                                              or (peer_synack and my_syn) or (peer_syn and my_synack))
     f.after_handshake_ack = bool(my_syn and peer_synack and acks_after_synack and mine_quiet and theirs_quiet
                                  and not any_fin)
-    f.established = (conn.orig.prev_state == EP.ESTABLISHED or conn.orig.state == EP.ESTABLISHED
+    f.established = (conn.orig.prev_state == _ESTABLISHED or conn.orig.state == _ESTABLISHED
                      or (last_sender_data is not None and last_peer_data is not None) or handshake_seen)
     f.sender_only_syns = bool(nonrst_mine) and not my_not_syn_only
     f.sender_sent_data = last_sender_data is not None
@@ -319,10 +327,15 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     if last_peer_data is not None:
         end = last_peer_data.rel_seq + last_peer_data.payload_len
         data_t = last_peer_data.ts_ns
-        acked = any(p.flags & ACK and p.rel_ack >= end and p.ts_ns >= data_t for p in nonrst_mine) or (
-            rst_flags & ACK and rst.rel_ack >= end)
-        replied = any(p.payload_len > 0 and p.ts_ns > data_t for p in nonrst_mine)
-        peer_data_unanswered = acked and not replied
+        acked = replied = False
+        for p in nonrst_mine:
+            if p.ts_ns >= data_t:
+                if p.payload_len > 0 and p.ts_ns > data_t:
+                    replied = True
+                    break
+                if p.flags & ACK and p.rel_ack >= end:
+                    acked = True
+        peer_data_unanswered = not replied and bool(acked or (rst_flags & ACK and rst.rel_ack >= end))
     f.peer_data_unanswered = peer_data_unanswered
 
     f.trigger = trigger = last_peer
@@ -405,12 +418,12 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
                     peer_data_after = True
     f.sender_after_rst = sender_after
     f.peer_continues = peer_after
-    f.more_rsts_diff_seq = len(set(my_rst_seqs)) >= 3 or (
-        len(my_rst_seqs) >= 2 and any(abs(seq_delta(seq, rst.seq)) > 65535 for seq in my_rst_seqs))
+    f.more_rsts_diff_seq = len(my_rst_seqs) >= 2 and (
+        len(set(my_rst_seqs)) >= 3 or any(abs(seq_delta(seq, rst.seq)) > 65535 for seq in my_rst_seqs))
     f.rst_before_synack = f.synack_after = bool(not my_synack and sender_synack_after)
     f.data_after_rst_from_sender = sender_data_after
 
-    f.sender_keepalive_probes = _keepalive_probes(before, sender_is_orig)
+    f.sender_keepalive_probes = _keepalive_probes(before, sender_is_orig, nonrst_mine)
 
     round_timeout = 0.0
     for delay in (trigger_gap, since_start, since_peer_data):
@@ -491,15 +504,17 @@ def _sent_seqs(contexts: list[ResetContext]) -> tuple[tuple[int, ...], tuple[int
     midstream = True
     first = -1
     for ctx in contexts:
-        for p in (*ctx.before, *ctx.after):
-            if first < 0 or p.frame < first:
-                first = p.frame
-            if p.flags & SYN:
-                midstream = False
-            if not p.flags & RST:
-                side = sent[p.from_orig]
-                side.pop(p.seq, None)
-                side[p.seq] = None
+        for packets in (ctx.before, ctx.after):
+            for p in packets:
+                if first < 0 or p.frame < first:
+                    first = p.frame
+                flags = p.flags
+                if flags & SYN:
+                    midstream = False
+                if not flags & RST:
+                    side = sent[p.from_orig]
+                    side.pop(p.seq, None)
+                    side[p.seq] = None
     return (tuple(sent[True])[-STREAM_SEQS:], tuple(sent[False])[-STREAM_SEQS:], midstream, first)
 
 

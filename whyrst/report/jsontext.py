@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _str  # (what json.dumps writes a string with: C)
 from typing import Any
 
-_int, _float = int.__repr__, float.__repr__  # (what json.dumps writes a number with)
-
 
 def encode_resets(resets: list[Any], indent: int | None) -> list[str]:
     """Each reset's object as ``json.dumps(report.to_json(), indent=indent)`` writes it in the report's
@@ -34,25 +32,39 @@ def compact_reset(r: Any) -> str:
     and json's encoder it took four times as long (a reset's fixes and confirm steps, most of its text, are
     the same for every reset of a cause, and encoded once here). A value of a type other than the schema's
     (or a float json writes as NaN or Infinity) goes the long way, to the same text or the same error."""
-    ts, confidence, alternatives, frames = r.ts, r.confidence, r.alternatives, r.evidence_frames
+    ts, confidence, frames = r.ts, r.confidence, r.evidence_frames
     try:
+        # (for exactly these types a format of the value is json's text of it)
         if (type(r.frame) is type(r.sport) is type(r.dport) is type(r.seq) is type(r.ack) is type(r.ttl) is int
-                and math.isfinite(ts) and math.isfinite(confidence) and all(type(x) is int for x in frames)
-                and all(math.isfinite(a.confidence) for a in alternatives)):
-            alts = ", ".join(f'{{"cause": {_str(a.cause)}, "confidence": {_float(a.confidence)}}}'
-                             for a in alternatives)
-            return (f'{{"frame": {_int(r.frame)}, "ts": {_float(ts)}, "src": {_str(r.src)}, '
-                    f'"sport": {_int(r.sport)}, "dst": {_str(r.dst)}, "dport": {_int(r.dport)}, '
-                    f'"uid": {_str(r.uid)}, "role": {_str(r.role)}, "sender": {_str(r.sender)}, '
-                    f'"cause": {_str(r.cause)}, "confidence": {_float(confidence)}, "alternatives": [{alts}], '
-                    f'"evidence": {_strings(r.evidence)}, "fix": {_recurring(r.fix)}, '
-                    f'"confirm": {_recurring(r.confirm)}, "flags": {_str(r.flags)}, "seq": {_int(r.seq)}, '
-                    f'"ack": {_int(r.ack)}, "ttl": {_int(r.ttl)}, "payload_text": {_str(r.payload_text)}, '
+                and type(ts) is type(confidence) is float and math.isfinite(ts) and math.isfinite(confidence)
+                and all(type(x) is int for x in frames)):
+            alts = ", ".join([_alternative(a.cause, a.confidence) for a in r.alternatives])
+            return (f'{{"frame": {r.frame}, "ts": {ts}, "src": {_str(r.src)}, "sport": {r.sport}, '
+                    f'"dst": {_str(r.dst)}, "dport": {r.dport}, "uid": {_str(r.uid)}, "role": {_str(r.role)}, '
+                    f'"sender": {_str(r.sender)}, "cause": {_str(r.cause)}, "confidence": {confidence}, '
+                    f'"alternatives": [{alts}], "evidence": {_strings(r.evidence)}, "fix": {_recurring(r.fix)}, '
+                    f'"confirm": {_recurring(r.confirm)}, "flags": {_str(r.flags)}, "seq": {r.seq}, '
+                    f'"ack": {r.ack}, "ttl": {r.ttl}, "payload_text": {_str(r.payload_text)}, '
                     f'"diagnostic": {json.dumps(r.diagnostic) if r.diagnostic else "{}"}, '
-                    f'"evidence_frames": [{", ".join(map(_int, frames))}]}}')
+                    f'"evidence_frames": [{", ".join(map(str, frames))}]}}')
     except TypeError:
         pass
     return json.dumps(r.to_json())
+
+
+_ALTERNATIVES: dict[tuple[str, float], str] = {}
+
+
+def _alternative(cause: str, confidence: float) -> str:
+    """An alternative's JSON object, made once for each (cause, confidence) a capture has (a few dozen)."""
+    if type(confidence) is not float or not math.isfinite(confidence) or not confidence:
+        raise TypeError("not a float that equals only itself")  # (1 == 1.0 and 0.0 == -0.0: not keys for text)
+    text = _ALTERNATIVES.get((cause, confidence))
+    if text is None:
+        if len(_ALTERNATIVES) >= 4096:
+            _ALTERNATIVES.clear()
+        text = _ALTERNATIVES[(cause, confidence)] = f'{{"cause": {_str(cause)}, "confidence": {confidence}}}'
+    return text
 
 
 def _strings(items: list[str]) -> str:
