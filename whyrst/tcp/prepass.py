@@ -561,8 +561,12 @@ class _ByHost(Mapping[str, Any]):
         keys = self._keys
         k = np.uint64(_key64_int(v, w0, w1))
         lo = int(keys.searchsorted(k, "left"))
-        if lo == len(keys) or keys[lo] != k:
+        n = len(keys)
+        if lo == n or keys[lo] != k:
             return ()  # (most look-ups: a host the table never saw)
+        if lo + 1 == n or keys[lo + 1] != k:  # (one row, as most hosts have: no second search, a slice)
+            one = int(self._v[lo]) == v and int(self._w0[lo]) == w0 and int(self._w1[lo]) == w1
+            return self._order[lo:lo + 1] if one else ()
         hi = int(keys.searchsorted(k, "right"))
         rows = [i for i in range(lo, hi) if int(self._v[i]) == v and int(self._w0[i]) == w0
                 and int(self._w1[i]) == w1]
