@@ -199,11 +199,6 @@ INF = float("inf")
 _ESTABLISHED = EP.ESTABLISHED  # (an enum member looked up on its class costs more than the comparison)
 
 
-def _seq_end(p: PacketRef) -> int:
-    """The relative sequence number after ``p`` (SYN and FIN take one)."""
-    return p.rel_seq + p.payload_len + (1 if p.flags & (SYN | FIN) else 0)
-
-
 def _keepalive_probes(before: list[PacketRef], from_orig: bool, sent: list[PacketRef]) -> int:
     """Keepalive probes from one side among the last packets: zero-length segments one byte behind its next
     sequence number. ``sent`` is what that side sent before the RST, RSTs left out."""
@@ -212,7 +207,7 @@ def _keepalive_probes(before: list[PacketRef], from_orig: bool, sent: list[Packe
     for p in before[-12:]:
         if p.from_orig == from_orig and p.payload_len <= 1 and not p.flags & (SYN | FIN | RST) and p.flags & ACK:
             if next_seq is None:
-                next_seq = max(_seq_end(q) for q in sent)
+                next_seq = max(q.rel_seq + q.payload_len + (1 if q.flags & (SYN | FIN) else 0) for q in sent)
             if p.rel_seq == next_seq - 1:
                 probes += 1
     return probes
