@@ -82,7 +82,6 @@ class Features:
     peer_data_after_sender_fin: bool
     trigger: PacketRef | None  # the peer's packet the RST answers (last packet from the peer)
     trigger_gap: float  # seconds between the trigger and the RST
-    idle_before_trigger: float  # seconds of silence in the connection before the trigger
     idle_before_rst: float  # seconds since the previous packet of the connection
     since_last_sender_pkt: float
     since_peer_data: float  # seconds since the peer's last data (inf when none)
@@ -103,9 +102,7 @@ class Features:
     more_rsts_diff_seq: bool  # several RSTs from this side with different sequence numbers
     rst_before_synack: bool  # a RST claiming to be the server arrives before the real SYN-ACK
     sender_keepalive_probes: int  # the sender's zero-length probes with seq = next - 1 before the RST
-    round_timeout: float  # the trigger-to-RST or start-to-RST delay when it matches a round timeout
     refused_ports_from_source: int  # distinct ports of the peer refused across the capture
-    simultaneous_server_rsts: int  # RSTs the same server port sent to other connections within 50 ms
     window_zero: bool
     new_syn_after: bool  # the peer opened a new connection on the same tuple after the RST
     unknown_tuple_midstream: bool  # the tuple's first packet, well into the capture, is mid-stream: a changed tuple
@@ -123,14 +120,18 @@ class Features:
     # latest close (FIN or RST) before this refusal, its last SYN-ACK of the capture, and its SYN-ACKs
     port_history: tuple[float, float, float, int] | None
     rst_at: float  # seconds from the capture's start
-    # another tuple carried the same sequence numbers to the same endpoint: (peer addr, port, uid, frame)
-    same_stream: tuple[str, int, str, int] | None
 
     _lookups: _Lookups = field(repr=False, compare=False)
+    # (what the properties below worked out, once read)
+    _round_timeout: float | None = field(repr=False, compare=False)
+    _simultaneous: int | None = field(repr=False, compare=False)
+    _same_stream: Any = field(repr=False, compare=False)
 
     def __init__(self, ctx: ResetContext, lookups: _Lookups) -> None:
         self.ctx = ctx
         self._lookups = lookups
+        self._round_timeout = self._simultaneous = None
+        self._same_stream = _UNKNOWN
 
     # Facts from the prepass's host tables are looked up when a rule reads them: few rules do, for few RSTs,
     # and the first look-up of a host costs tens of µs (most hosts of a capture's resets are asked once).
@@ -145,6 +146,54 @@ class Features:
         """Distinct (destination, port) pairs the client sent a bare SYN to across the capture."""
         ctx = self.ctx
         return self._lookups.ports_probed(ctx.src if self.sender_role == "client" else ctx.dst)
+
+    # Facts that rules read only in some situations (most RSTs never ask) are worked out when read.
+
+    @property
+    def idle_before_trigger(self) -> float:
+        """Seconds of silence in the connection before the trigger."""
+        trigger, before = self.trigger, self.ctx.before
+        if trigger is None:
+            return INF
+        idx = len(before) - 1
+        while before[idx] is not trigger:  # (the peer's last packet: at the end, or nearly)
+            idx -= 1
+        return (trigger.ts_ns - before[idx - 1].ts_ns) / NS if idx > 0 else INF
+
+    @property
+    def round_timeout(self) -> float:
+        """The trigger-to-RST, start-to-RST or last-data-to-RST delay when it matches a round timeout (0: none)."""
+        value = self._round_timeout
+        if value is None:
+            value = 0.0
+            for delay in (self.trigger_gap, self.since_start, self.since_peer_data):
+                if delay != INF and delay > 0.5:
+                    value = _near_round(delay)
+                    if value:
+                        break
+            self._round_timeout = value
+        return value
+
+    @property
+    def simultaneous_server_rsts(self) -> int:
+        """RSTs the same server port sent to other connections within 50 ms."""
+        value = self._simultaneous
+        if value is None:
+            ctx = self.ctx
+            near = 0
+            if self.sender_role == "server":
+                near = self._lookups.server_rsts_near(ctx.src, ctx.sport, ctx.rst.ts_ns)
+            value = self._simultaneous = max(near - 1, 0)
+        return value
+
+    @property
+    def same_stream(self) -> tuple[str, int, str, int] | None:
+        """Another tuple carried the same sequence numbers to the same endpoint: (peer addr, port, uid, frame)."""
+        value = self._same_stream
+        if value is _UNKNOWN:
+            ctx = self.ctx
+            value = self._same_stream = same_stream(ctx, self._lookups.hosts) if not ctx.rst.flags & ACK else None
+        return value
 
     # Facts no rule reads (yet) are worked out from the packets when read: unread, they cost nothing.
 
@@ -196,6 +245,7 @@ def _near_round(seconds: float) -> float:
 
 
 INF = float("inf")
+_UNKNOWN: Any = object()  # (a fact not worked out yet, where None is one of its values)
 _ESTABLISHED = EP.ESTABLISHED  # (an enum member looked up on its class costs more than the comparison)
 
 
@@ -334,19 +384,12 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     f.peer_data_unanswered = peer_data_unanswered
 
     f.trigger = trigger = last_peer
-    f.trigger_gap = trigger_gap = (rst_t - trigger.ts_ns) / NS if trigger is not None else INF
-    idle_before_trigger = INF
-    if trigger is not None:
-        idx = len(before) - 1
-        while before[idx] is not trigger:  # (the peer's last packet: at the end, or nearly)
-            idx -= 1
-        idle_before_trigger = (trigger.ts_ns - before[idx - 1].ts_ns) / NS if idx > 0 else INF
-    f.idle_before_trigger = idle_before_trigger
+    f.trigger_gap = (rst_t - trigger.ts_ns) / NS if trigger is not None else INF
     f.idle_before_rst = (rst_t - before[-1].ts_ns) / NS if before else INF
     last_mine = nonrst_mine[-1] if nonrst_mine else None
     f.since_last_sender_pkt = (rst_t - last_mine.ts_ns) / NS if last_mine is not None else INF
-    f.since_peer_data = since_peer_data = (rst_t - last_peer_data.ts_ns) / NS if last_peer_data is not None else INF
-    f.since_start = since_start = (rst_t - conn.start_ns) / NS
+    f.since_peer_data = (rst_t - last_peer_data.ts_ns) / NS if last_peer_data is not None else INF
+    f.since_start = (rst_t - conn.start_ns) / NS
 
     # sequence expectations from the sender's own last segment and the peer's ACKs
     seq_expected: bool | None = None
@@ -420,19 +463,10 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
 
     f.sender_keepalive_probes = _keepalive_probes(before, sender_is_orig, nonrst_mine)
 
-    round_timeout = 0.0
-    for delay in (trigger_gap, since_start, since_peer_data):
-        if delay != INF and delay > 0.5:
-            round_timeout = _near_round(delay)
-            if round_timeout:
-                break
-    f.round_timeout = round_timeout
 
     peer_addr = ctx.dst
     source = ctx.src if role == "client" else peer_addr
     f.refused_ports_from_source = lookups.refused_ports(source)
-    f.simultaneous_server_rsts = max(lookups.server_rsts_near(ctx.src, ctx.sport, rst_t) - 1, 0) if (
-        role == "server") else 0
     f.window_zero = rst.win == 0
     f.new_syn_after = bool(conn.n_packets and peer_syn_after)
 
@@ -478,7 +512,6 @@ def extract(ctx: ResetContext, hosts: HostView) -> Features:
     f.unknown_tuple_midstream = bool(not answers_syn and not handshake_seen and before and before[0] is last_peer
                                      and conn.start_ns - hosts.capture_start_ns > NS)
     f.rst_at = (rst_t - hosts.capture_start_ns) / NS
-    f.same_stream = same_stream(ctx, hosts) if not rst_flags & ACK else None
     return f
 
 
