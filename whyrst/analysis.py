@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -129,25 +130,17 @@ class Reset:
     evidence_frames: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        # the same as dataclasses.asdict, without its deep copy of every value
-        d = {name: _plain(getattr(self, name)) for name in _RESET_FIELDS}
-        d["alternatives"] = [{"cause": a.cause, "confidence": a.confidence} for a in self.alternatives]
-        return d
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float)):
-        return value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    return value
-
-
-_RESET_FIELDS = tuple(Reset.__dataclass_fields__)
+        """The same as dataclasses.asdict, without its deep copy of every value (the lists are copied: the
+        dict is the caller's)."""
+        return {
+            "frame": self.frame, "ts": self.ts, "src": self.src, "sport": self.sport, "dst": self.dst,
+            "dport": self.dport, "uid": self.uid, "role": self.role, "sender": self.sender, "cause": self.cause,
+            "confidence": self.confidence,
+            "alternatives": [{"cause": a.cause, "confidence": a.confidence} for a in self.alternatives],
+            "evidence": list(self.evidence), "fix": list(self.fix), "confirm": list(self.confirm),
+            "flags": self.flags, "seq": self.seq, "ack": self.ack, "ttl": self.ttl, "payload_text": self.payload_text,
+            "diagnostic": dict(self.diagnostic), "evidence_frames": list(self.evidence_frames),
+        }
 
 
 @dataclass
@@ -353,12 +346,15 @@ def explain_contexts(contexts: Iterable[ResetContext], hosts: HostView,
             frame=rst.frame, ts=rst.ts_ns / NS, src=ctx.src, sport=ctx.sport, dst=ctx.dst, dport=ctx.dport,
             uid=ctx.conn.uid, role=ex.role, sender=ex.sender, cause=ex.cause, confidence=ex.confidence,
             alternatives=[Alternative(c, p) for c, p in ex.alternatives], evidence=ex.evidence, fix=ex.fix,
-            confirm=ex.confirm, flags=flags_text(rst.flags), seq=rst.rel_seq, ack=rst.rel_ack, ttl=rst.ttl,
+            confirm=ex.confirm, flags=_flags_text(rst.flags), seq=rst.rel_seq, ack=rst.rel_ack, ttl=rst.ttl,
             payload_text=ex.payload_text, diagnostic=ex.diagnostic, evidence_frames=ex.evidence_frames,
         ))
         if keep_ladders:
             ladders[rst.frame] = ladder(ctx)
     return resets, ladders
+
+
+_flags_text = cache(flags_text)  # (a RST has one of a few flag sets: each one's text made once)
 
 
 def ladder(ctx: ResetContext) -> list[dict[str, Any]]:

@@ -174,14 +174,13 @@ def _unread_data_close(f: Features) -> Verdict:
 
 
 def _syn_existing_tuple(f: Features) -> Verdict:
-    ctx = f.ctx
-    mine = [p for p in ctx.before if p.from_orig == ctx.sender_is_orig and not p.flags & 0x04]
-    theirs = [p for p in ctx.before if p.from_orig != ctx.sender_is_orig]
     # the sender sent only SYNs, and the peer answered the SYN with a bare ACK instead of a SYN-ACK
-    if not mine or not theirs or not all(p.flags & 0x02 and not p.flags & 0x10 for p in mine):
+    last = f.trigger
+    if not f.sender_only_syns or last is None or last.flags & (0x02 | 0x04) or not last.flags & 0x10:
         return 0.0, []
-    syn, last = mine[-1], theirs[-1]
-    if last.flags & (0x02 | 0x04) or not last.flags & 0x10 or last.ts_ns < syn.ts_ns:
+    ctx = f.ctx
+    syn = next(p for p in reversed(ctx.before) if p.from_orig == ctx.sender_is_orig and not p.flags & 0x04)
+    if last.ts_ns < syn.ts_ns:
         return 0.0, []
     if last.ack == (syn.seq + 1) & 0xFFFFFFFF:
         return 0.0, []
@@ -315,11 +314,9 @@ def _nat_expired(f: Features) -> Verdict:
 
 
 def _connect_then_close(f: Features) -> Verdict:
-    if f.sender_only_syns and not f.answers_synack:
-        theirs = [p for p in f.ctx.before if p.from_orig != f.ctx.sender_is_orig]
-        if not theirs:
-            return 0.3, ["The client reset its own connection attempt before any answer arrived: the "
-                         "application gave up on connect() (some stacks send RST when a SYN-SENT socket closes)."]
+    if f.sender_only_syns and not f.answers_synack and f.trigger is None:  # (nothing came from the peer)
+        return 0.3, ["The client reset its own connection attempt before any answer arrived: the "
+                     "application gave up on connect() (some stacks send RST when a SYN-SENT socket closes)."]
     if not f.answers_synack:
         return 0.0, []
     s, why = 0.6, ["The client reset right after receiving the SYN-ACK, before acknowledging it: its socket was "

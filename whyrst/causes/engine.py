@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 
 from whyrst.capture.batch import ACK, RST
 from whyrst.causes.catalog import BY_ID, CAUSES, DISTINGUISH, PAYLOAD_HINTS
@@ -11,6 +12,32 @@ from whyrst.causes.features import Features, HostView, extract
 from whyrst.tcp.track import NS, PacketRef, ResetContext, flags_text
 
 MAX_ALTERNATIVES = 4
+# the payload hints compiled once (re.search's cache of compiled patterns is a look-up and a lock each time)
+_HINTS = tuple((re.compile(pattern, re.IGNORECASE), cause_id, bonus) for pattern, cause_id, bonus in PAYLOAD_HINTS)
+# DISTINGUISH by the pair in either order (a frozenset made for each look-up costs more than the look-up)
+_TELLS = {(a, b): text for pair, text in DISTINGUISH.items() for a in pair for b in pair if a != b}
+_flags_text = cache(flags_text)  # (a few dozen distinct flag sets: the text of each made once)
+_RULES = tuple((c.id, c.score) for c in CAUSES)
+
+
+def _rank(scored: tuple[float, str]) -> tuple[float, str]:
+    """Highest score first, ties by id."""
+    return -scored[0], scored[1]
+
+
+# A score's share of the total, rounded to three places: scores are sums of a few constants, so a capture has
+# few distinct shares, and round() to three places costs as much as six dictionary look-ups.
+_SHARES: dict[float, float] = {}
+
+
+def _share(score: float, total: float) -> float:
+    q = score / total
+    rounded = _SHARES.get(q)
+    if rounded is None:
+        rounded = round(q, 3)
+        if q > 0 and len(_SHARES) < 65536:  # (0.0 == -0.0, so zero is not a key)
+            _SHARES[q] = rounded
+    return rounded
 
 
 @dataclass
@@ -30,18 +57,13 @@ class Explanation:
 
 def describe(p: PacketRef, start_ns: int, src: str = "", dst: str = "") -> str:
     """A packet in a sentence: frame, time offset, direction, flags, relative seq/ack, length, TTL."""
-    parts = [f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s)"]
-    if src and dst:
-        parts.append(f"{src} → {dst}")
-    parts.append(f"[{flags_text(p.flags)}] seq {p.rel_seq}")
-    if p.flags & ACK:
-        parts.append(f"ack {p.rel_ack}")
-    parts.append(f"len {p.payload_len} win {p.win}")
-    if p.ttl:
-        parts.append(f"ttl {p.ttl}")
-    if p.ip_id >= 0:
-        parts.append(f"id {p.ip_id}")
-    return " ".join(parts)
+    flags = p.flags
+    where = f"{src} → {dst} " if src and dst else ""
+    ack = f" ack {p.rel_ack}" if flags & ACK else ""
+    ttl = f" ttl {p.ttl}" if p.ttl else ""
+    ip_id = f" id {p.ip_id}" if p.ip_id >= 0 else ""
+    return (f"frame {p.frame} (+{(p.ts_ns - start_ns) / NS:.6f} s) {where}[{_flags_text(flags)}] seq {p.rel_seq}"
+            f"{ack} len {p.payload_len} win {p.win}{ttl}{ip_id}")
 
 
 def payload_text(payload: bytes) -> str:
@@ -115,13 +137,10 @@ def _sender_kind(cause: str, f: Features) -> str:
         return "injector"
     if cause == "firewall-reject":
         return "firewall"
-    if cause in ("idle-timeout", "nat-expired") and f.ttl_mismatch:
-        return "middlebox"
     if f.ttl_mismatch:
         return "middlebox"
-    if f.ttl_known > 0 or f.host_ttl > 0:
-        return "endpoint"
-    return "endpoint" if cause not in ("unknown",) else "unknown"
+    # (the host's TTL, a look-up, only when it decides)
+    return "endpoint" if cause != "unknown" or f.ttl_known > 0 or f.host_ttl > 0 else "unknown"
 
 
 def explain(ctx: ResetContext, hosts: HostView,
@@ -133,26 +152,25 @@ def explain(ctx: ResetContext, hosts: HostView,
     f = extract(ctx, hosts)
     scored = []
     reasons: dict[str, list[str]] = {}
-    for cause in CAUSES:
-        score, why = cause.score(f)
+    for cause_id, rule in _RULES:
+        score, why = rule(f)
         if score > 0:
-            scored.append((score, cause.id))
-            reasons[cause.id] = why
-    text = payload_text(ctx.payload)
+            scored.append((score, cause_id))
+            reasons[cause_id] = why
+    payload = ctx.payload
+    text = payload_text(payload)
     if text:
-        for pattern, cause_id, bonus in PAYLOAD_HINTS:
-            if re.search(pattern, text, re.IGNORECASE):
+        for pattern, cause_id, bonus in _HINTS:
+            if pattern.search(text):
                 old = next((sc for sc, cid in scored if cid == cause_id), 0.0)
                 scored = [(sc, cid) for sc, cid in scored if cid != cause_id] + [(old + bonus, cause_id)]
                 reasons.setdefault(cause_id, []).insert(0, f"The RST's payload says why: {text[:120]!r}.")
                 break
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    total = sum(s for s, _ in scored) + 0.15
-    ranked = [(cid, round(s / total, 3)) for s, cid in scored]
+    scored.sort(key=_rank)
+    total = sum([s for s, _ in scored]) + 0.15
+    ranked = [(cid, _share(s, total)) for s, cid in scored]  # (each cause once: the best is the first)
     best, conf = ranked[0]
-    if best == "unknown" and len(ranked) > 1:
-        best, conf = ranked[0]
-    alternatives = [(cid, c) for cid, c in ranked[1:] if cid != best][:MAX_ALTERNATIVES]
+    alternatives = ranked[1:MAX_ALTERNATIVES + 1]
 
     conn = ctx.conn
     start = conn.start_ns
@@ -172,8 +190,8 @@ def explain(ctx: ResetContext, hosts: HostView,
         else:
             evidence.append(f"Its TTL {rst.ttl} matches the sender's other packets: whatever made it sits on "
                             "the sender's host or the same hop.")
-    if ctx.payload:
-        evidence.append(f"It carries {len(ctx.payload)} bytes of payload: {payload_text(ctx.payload)[:200]!r}.")
+    if payload:
+        evidence.append(f"It carries {len(payload)} bytes of payload: {text[:200]!r}.")
     if ctx.mptcp_subtype == 8:
         evidence.append("It carries an MPTCP MP_TCPRST option: the MPTCP layer reset this subflow.")
     if not f.handshake_seen and ctx.index_in_conn == 0 and len(ctx.before) == 0:
@@ -198,7 +216,7 @@ def explain(ctx: ResetContext, hosts: HostView,
     cause = BY_ID[best]
     confirm = list(cause.confirm)
     for alt, _ in alternatives[:2]:
-        tell = DISTINGUISH.get(frozenset({best, alt}))
+        tell = _TELLS.get((best, alt))
         if tell:
             confirm.insert(0, f"To tell {best} from {alt}: {tell}")
     return Explanation(
@@ -210,7 +228,7 @@ def explain(ctx: ResetContext, hosts: HostView,
         evidence=evidence,
         fix=list(cause.fix),
         confirm=confirm,
-        payload_text=payload_text(ctx.payload),
-        diagnostic=decode_rst_diagnostic(ctx.payload),
+        payload_text=text,
+        diagnostic=decode_rst_diagnostic(payload) if payload else {},
         evidence_frames=frames,
     )

@@ -14,6 +14,7 @@ compare the compiled one with). :func:`new_prepass` picks one.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -577,12 +578,22 @@ class _ByHost(Mapping[str, Any]):
         self._build = build
         self._cache: dict[str, Any] = {}
 
+    def sizes(self) -> _ByHost:
+        """How many rows each host has, as a view of the same sorted table (nothing built on look-up)."""
+        view = copy.copy(self)
+        view._build, view._cache = len, {}
+        return view
+
     def _rows(self, v: int, w0: int, w1: int) -> np.ndarray | tuple[()]:
         keys = self._keys
         k = np.uint64(_key64_int(v, w0, w1))
         lo = int(keys.searchsorted(k, "left"))
-        if lo == len(keys) or keys[lo] != k:
+        n = len(keys)
+        if lo == n or keys[lo] != k:
             return ()  # (most look-ups: a host the table never saw)
+        if lo + 1 == n or keys[lo + 1] != k:  # (one row, as most hosts have: no second search, a slice)
+            one = int(self._v[lo]) == v and int(self._w0[lo]) == w0 and int(self._w1[lo]) == w1
+            return self._order[lo:lo + 1] if one else ()
         hi = int(keys.searchsorted(k, "right"))
         rows = [i for i in range(lo, hi) if int(self._v[i]) == v and int(self._w0[i]) == w0
                 and int(self._w1[i]) == w1]
@@ -1061,7 +1072,11 @@ class CompiledPrepass:
                 s0, s1, version, count = self._probe_totals
                 self._count_view = _ByHost(version, s0, s1, lambda rows: int(count[rows].sum()))
             else:
-                self._count_view = _Sizes(self.probed)
+                # (a row per distinct pair: counted, not built into the source's pairs, four arrays indexed
+                # and made into lists, which cost 4 µs a source the first time the catalog asked)
+                _ = self.probed
+                assert self._probe_view is not None
+                self._count_view = self._probe_view.sizes()
         return self._count_view
 
     @property
