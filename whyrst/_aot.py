@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import sys
-import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -81,40 +80,44 @@ def _jit(name: str) -> Any:
 Spec = list[Any] | dict[str, list[Any]] | None  # an array's (see _spec), a tuple of arrays', or nothing to check
 
 
-def _guarded(name: str, fn: Callable[..., Any], specs: list[Spec]) -> Callable[..., Any]:
+class _Guarded:
     """``fn`` when every array argument, and every array in a tuple argument, has the recorded dtype,
     dimensions, layout and writability (what numba's own dispatch looks at: not alignment); the JIT kernel
-    otherwise. A tuple of arrays (a hash table's columns, passed again and again) is checked once: while
-    the same arrays come in it, they are known to be right."""
-    arrays = [(i, *_check(s)) for i, s in enumerate(specs) if isinstance(s, list)]
-    tuples = [(i, [_check(e) for e in s["tuple"]]) for i, s in enumerate(specs) if isinstance(s, dict)]
-    n_args = len(specs)
-    seen: dict[int, list[weakref.ref[np.ndarray]]] = {}  # tuple argument -> the arrays last found right in it
+    otherwise. A tuple of arrays (a hash table's columns, passed again and again, a chunk at a time) is
+    checked once and then known by its identity: the guard holds the tuples it last found right, until
+    :meth:`forget` (their owner calls it when done with them, so that they are not kept alive)."""
 
-    def right(a: Any, dtype: np.dtype[Any], ndim: int, contiguous: bool, writable: bool) -> bool:
+    def __init__(self, name: str, fn: Callable[..., Any], specs: list[Spec]) -> None:
+        self.__name__ = name
+        self.fn = fn
+        self.arrays = [(i, *_check(s)) for i, s in enumerate(specs) if isinstance(s, list)]
+        self.tuples = [(i, [_check(e) for e in s["tuple"]]) for i, s in enumerate(specs) if isinstance(s, dict)]
+        self.n_args = len(specs)
+        self.known: dict[int, tuple[np.ndarray, ...]] = {}  # argument position -> the tuple last found right
+
+    @staticmethod
+    def _right(a: Any, dtype: np.dtype[Any], ndim: int, contiguous: bool, writable: bool) -> bool:
         return (isinstance(a, np.ndarray) and a.dtype == dtype and a.ndim == ndim
                 and (not contiguous or a.flags.c_contiguous) and (not writable or a.flags.writeable))
 
-    def known(i: int, t: Any) -> bool:
-        refs = seen.get(i)
-        return refs is not None and len(refs) == len(t) and all(r() is a for r, a in zip(refs, t, strict=True))
-
-    def call(*args: Any) -> Any:
-        if len(args) == n_args and all(right(args[i], *check) for i, *check in arrays):
-            for i, checks in tuples:
+    def __call__(self, *args: Any) -> Any:
+        right, known = self._right, self.known
+        if len(args) == self.n_args and all(right(args[i], *check) for i, *check in self.arrays):
+            for i, checks in self.tuples:
                 t = args[i]
-                if isinstance(t, tuple) and known(i, t):
+                if known.get(i) is t:
                     continue
                 if not (isinstance(t, tuple) and len(t) == len(checks)
                         and all(right(a, *c) for a, c in zip(t, checks, strict=True))):
                     break
-                seen[i] = [weakref.ref(a) for a in t]
+                known[i] = t
             else:
-                return fn(*args)
-        return _jit(name)(*args)
+                return self.fn(*args)
+        return _jit(self.__name__)(*args)
 
-    call.__name__ = name
-    return call
+    def forget(self) -> None:
+        """Forget the tuples found right (the arrays in them are no longer this guard's to keep alive)."""
+        self.known.clear()
 
 
 def _check(spec: list[Any]) -> tuple[np.dtype[Any], int, bool, bool]:
@@ -143,7 +146,7 @@ def kernels() -> dict[str, Callable[..., Any]] | None:
     for name, specs in meta.get("kernels", {}).items():
         fn = getattr(mod, name, None)
         if fn is not None:
-            out[name] = _guarded(name, fn, specs)
+            out[name] = _Guarded(name, fn, specs)
     return out
 
 

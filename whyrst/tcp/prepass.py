@@ -701,6 +701,11 @@ class CompiledPrepass:
         self._answered = self.answered
         empty = np.empty(0, dtype=np.uint8)
         self._conns = self._ttls = self._probes = self._answers = self._closes = self._refusals = (empty,)
+        self._scratch = _columns(0)
+        for kernel in (self._k.scan, self._k.count):  # (an ahead-of-time kernel's guard holds the last tables)
+            forget = getattr(kernel, "forget", None)
+            if forget is not None:
+                forget()
         self._finished = True
 
     @staticmethod
