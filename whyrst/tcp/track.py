@@ -13,16 +13,14 @@ is what the cause catalog scores.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import socket
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from whyrst.capture.batch import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Kind, PacketBatch, address_text
+from whyrst.capture.batch import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG, Kind, PacketBatch, address_text, inet_ntoa
 from whyrst.tcp.seq import seq_delta, unwrap
 from whyrst.tcp.state import (
     CLOSED,
@@ -48,6 +46,12 @@ from whyrst.tcp.zeek import (
     TOO_LARGE_SEQ_DELTA,
     likely_server_port,
 )
+
+# BLAKE2 itself: hashlib loads OpenSSL's library for its other algorithms (3 ms of every start)
+try:
+    from _blake2 import blake2b
+except ImportError:  # (not CPython)
+    from hashlib import blake2b
 
 NS = 1_000_000_000
 # Bounds of the connection table (each tracked connection costs about 2.5 KB of Python objects: measured with
@@ -401,7 +405,7 @@ class Connection:
 
     def endpoint_text(self, ep: Endpoint) -> str:
         if self.ip_version == 4:  # what ipaddress prints, several times faster (conns names every endpoint)
-            return socket.inet_ntoa(ep.addr[:4].ljust(4, b"\0"))
+            return inet_ntoa(ep.addr[:4].ljust(4, b"\0"))
         return address_text(ep.addr.ljust(16, b"\0"), self.ip_version)
 
     def zeek_record(self) -> dict[str, object]:
@@ -435,7 +439,7 @@ _BASE62_PAIRS = [lo + hi for hi in _BASE62 for lo in _BASE62]  # two digits, lea
 
 def make_uid(source_tag: bytes, key: tuple, frame: int) -> str:
     """A stable Zeek-style uid: 'C' and 17 base62 characters (least significant first), the same on every run."""
-    digest = hashlib.blake2b(repr((source_tag, key, frame)).encode(), digest_size=16).digest()
+    digest = blake2b(repr((source_tag, key, frame)).encode(), digest_size=16).digest()
     n = int.from_bytes(digest, "big")
     pairs = _BASE62_PAIRS
     out = ["C"]
