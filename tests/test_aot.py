@@ -83,15 +83,24 @@ def test_other_argument_types_go_to_the_jit(monkeypatch: pytest.MonkeyPatch) -> 
     assert used_jit == ["walk_pcap"]
 
 
-def test_stale_module_is_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stamps", "hashed", "used"),
+                         [(False, True, True), (False, False, False), (True, False, True)],
+                         ids=["touched", "changed", "same-stamps"])
+def test_stale_module_is_ignored(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stamps: bool, hashed: bool,
+                                 used: bool) -> None:
+    """The build is used while its sources' sizes and times are the build's (nothing read), or when they changed
+    and the sources still hash to the build's (a file touched); not when they changed and hash otherwise."""
     meta = json.loads(_aot.META.read_text())
-    meta["hash"] = "0" * 32
+    if not stamps:
+        meta["stamps"] = [[-1, -1]]
+    if not hashed:
+        meta["hash"] = "0" * 32
     fake = tmp_path / "meta.json"
     fake.write_text(json.dumps(meta))
     monkeypatch.setattr(_aot, "META", fake)
     _aot.kernels.cache_clear()
     try:
-        assert _aot.kernels() is None
+        assert (_aot.kernels() is not None) == used
     finally:
         monkeypatch.undo()
         _aot.kernels.cache_clear()

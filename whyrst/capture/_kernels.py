@@ -12,27 +12,38 @@ import numba
 import numpy as np
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+# The layers a record is decoded through, inlined into the kernels that call them for every record (a call that
+# returns a tuple of ten values went through memory, and kept the compiler from simplifying across it)
+layer = numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
 
 # Values repeated from decode.py: numba compiles module-level integers in as constants.
 KIND_TCP, KIND_IP_OTHER, KIND_FRAGMENT = 1, 2, 3
 U64_1E9 = np.uint64(1_000_000_000)
 
 
+# Positions in a buffer are never negative: read at an unsigned index, the compiler leaves out the code that
+# makes a negative index count from the end (several instructions at every read of every header byte; the
+# hottest loops index their arrays the same way).
 @jit
 def be16(b: np.ndarray, p: int) -> int:
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+    u = np.uint64(p)
+    return (np.int64(b[u]) << 8) | np.int64(b[u + np.uint64(1)])
 
 
 @jit
 def be32(b: np.ndarray, p: int) -> int:
-    return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])
+    u = np.uint64(p)
+    return ((np.int64(b[u]) << 24) | (np.int64(b[u + np.uint64(1)]) << 16) | (np.int64(b[u + np.uint64(2)]) << 8)
+            | np.int64(b[u + np.uint64(3)]))
 
 
 @jit
 def u32(b: np.ndarray, p: int, big: bool) -> int:
     if big:
         return be32(b, p)
-    return (np.int64(b[p + 3]) << 24) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 1]) << 8) | np.int64(b[p])
+    u = np.uint64(p)
+    return ((np.int64(b[u + np.uint64(3)]) << 24) | (np.int64(b[u + np.uint64(2)]) << 16)
+            | (np.int64(b[u + np.uint64(1)]) << 8) | np.int64(b[u]))
 
 
 # -- record layer ---------------------------------------------------------------------------------
@@ -171,7 +182,7 @@ LINK_SKIP, LINK_IP, LINK_SLOW = 0, 1, 2
 IP_BAD, IP_FRAGMENT, IP_OK, IP_SLOW = 0, 1, 2, 3
 
 
-@jit
+@layer
 def link_layer(b: np.ndarray, p: int, end: int, lt: int) -> tuple[int, int, int, int]:
     """(LINK_*, IP version, where the IP header starts, outermost VLAN id or -1) of the record ``b[p:end]``.
 
@@ -245,7 +256,7 @@ def link_layer(b: np.ndarray, p: int, end: int, lt: int) -> tuple[int, int, int,
     return LINK_SKIP, 0, q, vlan
 
 
-@jit
+@layer
 def ip_layer(b: np.ndarray, q: int, end: int, v: int) -> tuple[int, int, int, int, int, int, int, int, int, bool]:
     """(IP_*, TTL, IP ID (-1 for IPv6), DF, TOS, protocol, payload start, end of the captured payload,
     payload length (TSO-aware), whether the datagram is whole) of the IP header at ``b[q:end]``."""
@@ -284,7 +295,7 @@ def ip_layer(b: np.ndarray, q: int, end: int, v: int) -> tuple[int, int, int, in
             (not tso) and s + plen <= end)
 
 
-@jit
+@layer
 def tcp_header_len(b: np.ndarray, s: int, cend: int) -> int:
     """The TCP header length of the segment at ``b[s:cend]``, or -1 when the header is cut or impossible
     (the slow path then tells a header cut by the snap length from garbage)."""
@@ -296,7 +307,7 @@ def tcp_header_len(b: np.ndarray, s: int, cend: int) -> int:
     return thl
 
 
-@jit
+@layer
 def other_is_slow(b: np.ndarray, proto: int, s: int, cend: int, length: int) -> bool:
     """Whether an IP payload other than TCP may carry TCP in a tunnel (the slow path decodes those)."""
     if proto == 4 or proto == 41 or proto == 47 or proto == 51:

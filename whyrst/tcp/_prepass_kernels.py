@@ -124,6 +124,19 @@ def set_find(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> int:
     return -j - 1
 
 
+@inline
+def slot(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> tuple[bool, np.uint64]:
+    """(whether ``key`` is in the set, the slot holding it or the free slot where it goes), the slot unsigned
+    (see ``capture._kernels.be16``)."""
+    mask = np.uint64(len(keys) - 1)
+    j = key & mask
+    while used[j]:
+        if keys[j] == key:
+            return True, j
+        j = (j + np.uint64(1)) & mask
+    return False, j
+
+
 @jit
 def _be16(b: np.ndarray, p: int) -> np.uint64:
     return (np.uint64(b[p]) << S8) | np.uint64(b[p + 1])
@@ -167,8 +180,9 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     status = FULL_NONE
     i = start
     while i < stop:
-        t = np.int64(ts[i])
-        if kind[i] == KIND_TCP:
+        r = np.uint64(i)
+        t = np.int64(ts[r])
+        if kind[r] == KIND_TCP:
             if 2 * (stats[ST_CONNS] + 1) > len(c_key):
                 status = FULL_CONNS
             elif 2 * (stats[ST_RSTS] + 1) > len(r_key):
@@ -192,71 +206,69 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
         elif t < last_ts:
             backwards += 1
         last_ts = t
-        if kind[i] != KIND_TCP:
+        if kind[r] != KIND_TCP:
             i += 1
             continue
 
         stats[ST_TCP] += 1
-        f = np.int64(flags[i])
-        v = np.uint64(version[i])
-        s0, s1, d0, d1 = src[i, 0], src[i, 1], dst[i, 0], dst[i, 1]
-        sp, dp = np.uint64(sport[i]), np.uint64(dport[i])
-        sq = np.int64(seq[i])
+        f = np.int64(flags[r])
+        v = np.uint64(version[r])
+        s0, s1, d0, d1 = src[r, 0], src[r, 1], dst[r, 0], dst[r, 1]
+        sp, dp = np.uint64(sport[r]), np.uint64(dport[r])
+        sq = np.int64(seq[r])
         h = flow_hash(s0, s1, d0, d1, sp, dp, v)
-        hashes[i] = h
+        hashes[r] = h
         if t > stats[ST_MAX_TS]:
             stats[ST_MAX_TS] = t
         is_rst = (f & RST) != 0
         bare_syn = (f & SYN) != 0 and (f & ACK) == 0
 
         if is_rst:
-            j = set_find(r_key, r_used, h)
-            if j < 0:
-                j = -j - 1
-                r_used[j] = 1
-                r_key[j] = h
+            found, u = slot(r_key, r_used, h)
+            if not found:
+                r_used[u] = 1
+                r_key[u] = h
                 stats[ST_RSTS] += 1
         else:  # the host's own TTL: RSTs are where forged ones show up, so they do not count
-            vt = (v << S8) | np.uint64(ttl[i])
+            vt = (v << S8) | np.uint64(ttl[r])
             mask = np.uint64(len(t_w0) - 1)
-            j = np.int64(mix(mix(s0 ^ GOLDEN) ^ s1 ^ (vt << S40)) & mask)
-            while t_used[j] and not (t_w0[j] == s0 and t_w1[j] == s1 and t_vt[j] == vt):
-                j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
-            if not t_used[j]:
-                t_used[j] = 1
-                t_w0[j], t_w1[j], t_vt[j] = s0, s1, vt
+            u = mix(mix(s0 ^ GOLDEN) ^ s1 ^ (vt << S40)) & mask
+            while t_used[u] and not (t_w0[u] == s0 and t_w1[u] == s1 and t_vt[u] == vt):
+                u = (u + np.uint64(1)) & mask
+            if not t_used[u]:
+                t_used[u] = 1
+                t_w0[u], t_w1[u], t_vt[u] = s0, s1, vt
                 stats[ST_TTLS] += 1
-            t_n[j] += 1
+            t_n[u] += 1
 
         if bare_syn:
             vp = (v << S16) | dp
             mask = np.uint64(len(p_s0) - 1)
-            j = np.int64(mix(mix(mix(s0 ^ GOLDEN) ^ s1) ^ mix(d0 ^ d1 ^ (vp << S30))) & mask)
-            while p_used[j] and not (p_s0[j] == s0 and p_s1[j] == s1 and p_d0[j] == d0 and p_d1[j] == d1
-                                     and p_vp[j] == vp):
-                j = np.int64((np.uint64(j) + np.uint64(1)) & mask)
-            if not p_used[j]:
-                p_used[j] = 1
-                p_s0[j], p_s1[j], p_d0[j], p_d1[j], p_vp[j] = s0, s1, d0, d1, vp
+            u = mix(mix(mix(s0 ^ GOLDEN) ^ s1) ^ mix(d0 ^ d1 ^ (vp << S30))) & mask
+            while p_used[u] and not (p_s0[u] == s0 and p_s1[u] == s1 and p_d0[u] == d0 and p_d1[u] == d1
+                                     and p_vp[u] == vp):
+                u = (u + np.uint64(1)) & mask
+            if not p_used[u]:
+                p_used[u] = 1
+                p_s0[u], p_s1[u], p_d0[u], p_d1[u], p_vp[u] = s0, s1, d0, d1, vp
                 stats[ST_PROBES] += 1
 
         # Zeek-style connection count: a tuple's first packet, a SYN with a new sequence number, or a
         # packet after the inactivity timeout starts a connection
         syn_seq = sq if bare_syn else np.int64(-1)
-        j = set_find(c_key, c_used, h)
-        if j < 0:
-            j = -j - 1
-            c_used[j] = 1
-            c_key[j] = h
-            c_ts[j] = -1
-            c_syn[j] = -1
+        found, u = slot(c_key, c_used, h)
+        if not found:
+            c_used[u] = 1
+            c_key[u] = h
+            c_ts[u] = -1
+            c_syn[u] = -1
             stats[ST_CONNS] += 1
-        prev_ts, prev_syn = c_ts[j], c_syn[j]
+        prev_ts, prev_syn = c_ts[u], c_syn[u]
         if prev_ts < 0 or t - prev_ts >= inactivity or (syn_seq >= 0 and prev_syn >= 0 and syn_seq != prev_syn):
             stats[ST_CONNECTIONS] += 1
-        c_ts[j] = t
+        c_ts[u] = t
         if syn_seq >= 0:
-            c_syn[j] = syn_seq
+            c_syn[u] = syn_seq
 
         # when the sending port answered SYNs, closed connections and refused SYNs (AnsweredPorts)
         handshake = f & (SYN | ACK | RST)
@@ -264,48 +276,46 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
         if handshake == (SYN | ACK) or refusal or ((f & (FIN | RST)) != 0 and (f & SYN) == 0):
             server = port_key(s0, s1, v, sp)
             if handshake == (SYN | ACK):
-                j = set_find(a_key, a_used, server)
-                if j < 0:
-                    j = -j - 1
-                    a_used[j] = 1
-                    a_key[j] = server
-                    a_first[j], a_last[j], a_n[j] = t, t, 0
+                found, u = slot(a_key, a_used, server)
+                if not found:
+                    a_used[u] = 1
+                    a_key[u] = server
+                    a_first[u], a_last[u], a_n[u] = t, t, 0
                     stats[ST_ANSWERS] += 1
-                a_first[j] = min(a_first[j], t)
-                a_last[j] = max(a_last[j], t)
-                a_n[j] += 1
+                a_first[u] = min(a_first[u], t)
+                a_last[u] = max(a_last[u], t)
+                a_n[u] += 1
             elif refusal:
                 k = stats[ST_REFUSALS]
                 if k < len(f_server):
-                    j = set_find(a_key, a_used, server)
-                    f_synack[k] = a_last[j] if j >= 0 else -1
-                    j = set_find(x_key, x_used, server)
-                    f_close[k] = x_last[j] if j >= 0 else -1
+                    found, u = slot(a_key, a_used, server)
+                    f_synack[k] = a_last[u] if found else -1
+                    found, u = slot(x_key, x_used, server)
+                    f_close[k] = x_last[u] if found else -1
                     f_server[k], f_client[k], f_ts[k] = server, port_key(d0, d1, v, dp), t
                     stats[ST_REFUSALS] = k + 1
                 else:
                     stats[ST_REFUSALS_DROPPED] += 1
             else:
-                j = set_find(x_key, x_used, server)
-                if j < 0:
-                    j = -j - 1
-                    x_used[j] = 1
-                    x_key[j] = server
-                    x_last[j] = t
+                found, u = slot(x_key, x_used, server)
+                if not found:
+                    x_used[u] = 1
+                    x_key[u] = server
+                    x_last[u] = t
                     stats[ST_CLOSES] += 1
-                x_last[j] = max(x_last[j], t)
+                x_last[u] = max(x_last[u], t)
 
         if file_base >= 0:
-            k = stats[ST_INDEX]
+            k = np.uint64(stats[ST_INDEX])
             i_hash[k] = h
             i_frame[k] = frames_before + i + 1
-            i_offset[k] = file_base + np.int64(offs[i])
+            i_offset[k] = file_base + np.int64(offs[r])
             i_ts[k] = t
-            i_cap[k] = caps[i]
-            i_wire[k] = wires[i]
-            i_link[k] = links[i]
-            i_iface[k] = ifaces[i]
-            stats[ST_INDEX] = k + 1
+            i_cap[k] = caps[r]
+            i_wire[k] = wires[r]
+            i_link[k] = links[r]
+            i_iface[k] = ifaces[r]
+            stats[ST_INDEX] += 1
         i += 1
     stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS] = first_ts, last_ts, backwards
     return i, status
@@ -325,10 +335,11 @@ def scan(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, t
     stop = len(offs)
     slow = False
     for i in range(start, len(offs)):
-        kind[i] = 0
-        p = np.int64(offs[i])
-        end = p + np.int64(caps[i])
-        link, v, q, _ = link_layer(b, p, end, np.int64(links[i]))
+        r = np.uint64(i)
+        kind[r] = 0
+        p = np.int64(offs[r])
+        end = p + np.int64(caps[r])
+        link, v, q, _ = link_layer(b, p, end, np.int64(links[r]))
         if link != LINK_IP:
             if link == LINK_SLOW:
                 stop, slow = i, True
@@ -348,18 +359,18 @@ def scan(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, t
         if tcp_header_len(b, s, cend) < 0:
             stop, slow = i, True
             break
-        kind[i] = KIND_TCP
-        flags[i] = be16(b, s + 12) & 0x0FFF
-        version[i] = v
-        ttl[i] = hop
-        sport[i] = be16(b, s)
-        dport[i] = be16(b, s + 2)
-        seq[i] = be32(b, s + 4)
+        kind[r] = KIND_TCP
+        flags[r] = be16(b, s + 12) & 0x0FFF
+        version[r] = v
+        ttl[r] = hop
+        sport[r] = be16(b, s)
+        dport[r] = be16(b, s + 2)
+        seq[r] = be32(b, s + 4)
         if v == 4:
-            src[i, 0], src[i, 1], dst[i, 0], dst[i, 1] = _le64(b, q + 12, 4), 0, _le64(b, q + 16, 4), 0
+            src[r, 0], src[r, 1], dst[r, 0], dst[r, 1] = _le64(b, q + 12, 4), 0, _le64(b, q + 16, 4), 0
         else:
-            src[i, 0], src[i, 1] = _le64(b, q + 8, 8), _le64(b, q + 16, 8)
-            dst[i, 0], dst[i, 1] = _le64(b, q + 24, 8), _le64(b, q + 32, 8)
+            src[r, 0], src[r, 1] = _le64(b, q + 8, 8), _le64(b, q + 16, 8)
+            dst[r, 0], dst[r, 1] = _le64(b, q + 24, 8), _le64(b, q + 32, 8)
     done, full = count(kind, flags, times, seq, sport, dport, version, ttl, src, dst, hashes, start, stop, inactivity,
                        max_refusals, stats, conns, rsts, ttls, probes, answers, closes, refusals, frames_before,
                        file_base, offs, caps, wires, links, ifaces, index)
