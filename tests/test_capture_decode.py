@@ -411,3 +411,28 @@ def test_slow_path_alone_on_header_declarations() -> None:
     r = dec.Row()
     dec.decode_link(buf, 5, 5 + len(frame), 1, r)
     assert r.kind == Kind.TCP and r.sport == 1234 and r.payload_off == 5 + 14 + 20 + 20
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy", "python"])
+def test_checksums_of_rsts_only(engine: str) -> None:
+    """The second pass of ``analyze`` checks the RSTs' checksums only (what a reset's context keeps): a RST's
+    verdict is the one a full check gives, every other segment is left unchecked (-1)."""
+    from whyrst.capture import fast, open_capture
+
+    if engine == "numba" and not fast.available():
+        pytest.skip("numba is not installed")
+    good = ether(ip4(tcp(payload=b"abc", flags=PSH | ACK)))
+    rst = ether(ip4(tcp(flags=RST | ACK)))
+    bad_rst, bad_data = bytearray(rst), bytearray(good)
+    bad_rst[-1] ^= 0xFF
+    bad_data[-1] ^= 0xFF
+    frames = [good, rst, bytes(bad_data), bytes(bad_rst), ether(ip4(udp(b"x")))]
+    data = pcap_file([Rec(f, ts_ns=(i + 1) * 10**9) for i, f in enumerate(frames)])
+
+    def checks(mode: bool | str) -> list[int]:
+        with open_capture(data, engine=engine, checksums=mode) as cap:
+            return [int(x) for batch in cap for x in batch.cols["checksum_ok"]]
+
+    full, rst_only = checks(True), checks("rst")
+    assert full == [1, 1, 0, 0, -1]
+    assert rst_only == [-1, 1, -1, 0, -1]

@@ -294,16 +294,18 @@ def _rst_flow_batches(source: Any, index: FlowIndex | None, wanted: np.ndarray, 
                       engine: str) -> Iterable[PacketBatch]:
     """The second pass: every packet of the flows that carry a RST, decoded, in capture order. From the
     first pass's index of the file when there is one (a few reads), else by reading the capture again
-    (gzip), with a compiled look at the raw records first and the decoded rows filtered exactly."""
+    (gzip), with a compiled look at the raw records first and the decoded rows filtered exactly. Checksums
+    are checked for the RSTs (what their contexts keep), not the other segments."""
     from whyrst.capture import open_capture
 
     if index is not None and index.usable:
         try:
-            yield from index.batches(prepass.rst_member(), engine=engine)
+            yield from index.batches(prepass.rst_member(), engine=engine, checksums="rst")
             return
         except StaleIndex:
             pass  # (nothing was handed out: the check comes before the first batch)
-    with open_capture(source, warnings=Warnings(), engine=engine, select=prepass.record_filter()) as cap:
+    with open_capture(source, warnings=Warnings(), engine=engine, checksums="rst",
+                      select=prepass.record_filter()) as cap:
         for batch in cap:
             tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
             keep = np.zeros(batch.n, dtype=bool)

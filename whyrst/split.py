@@ -21,7 +21,7 @@ the explainer. Here the file is cut into byte ranges at record boundaries
 
 2. each partition of the flows (by flow hash) in one process: its rows read back range after range
    through the ranges' indexes from round 1 (only the RST-carrying flows' packets; every TCP packet
-   when every connection is wanted), decoded with checksums and the frame numbers of the whole file,
+   when every connection is wanted), decoded with the RSTs' checksums and the frame numbers of the whole file,
    through its own :class:`~whyrst.tcp.track.Tracker`; and of the flows of the partition a range
    shares with earlier ranges, the first packets the connection count needs. Connections never
    share a flow, so a flow's connections come out as from one tracker fed everything, provided that
@@ -557,7 +557,7 @@ def partition(shared: Shared | None, part: int, parts: int) -> Shared | None:
 def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wanted: np.ndarray | None,
                source_tag: bytes, with_conns: bool) -> Tracked:
     """Round 2 (in a worker): the TCP rows of the flows of partition ``part`` (those in ``wanted``; every
-    flow when None), read range after range through the ranges' indexes, decoded with checksums as the
+    flow when None), read range after range through the ranges' indexes, decoded (the RSTs' checksums checked) as the
     one-process second pass decodes them, through one tracker (:mod:`whyrst.tcp.fasttrack`'s); and for the
     partition's shared flows, what the connection count depends on (see :func:`_firsts`). The reset
     contexts stay in this process for :func:`explain_part`."""
@@ -592,7 +592,7 @@ def track_part(job: Any, part: int, parts: int, sources: list[PartSource], wante
                 raise ValueError(f"the index has {src.index.parts} partitions, not {parts}")
             opened = FlowIndex.attach(src.index, range(src.index.parts) if parts == 1 else (part,))
             try:
-                for batch in opened.batches(member, engine="numba"):
+                for batch in opened.batches(member, engine="numba", checksums="rst"):
                     batch.cols["frame"] += src.frames_before  # (the index numbers the range's records from 1)
                     tcp = np.flatnonzero(batch.cols["kind"] == Kind.TCP)
                     h = flow_hashes(batch, tcp)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from whyrst.capture import headers as hd
-from whyrst.capture.batch import COLUMNS, Kind, PacketBatch
+from whyrst.capture.batch import COLUMNS, RST, Kind, PacketBatch
 from whyrst.capture.records import Records
 
 # Link types (LINKTYPE_* values as found in pcap and pcapng files).
@@ -554,19 +554,23 @@ def decode_slow_into(batch: PacketBatch, rows: np.ndarray, buf: Buf, offs: np.nd
 class BatchDecoder:
     """Turns the :class:`~whyrst.capture.records.Records` of a reader into packet batches."""
 
-    def __init__(self, engine: str = "numba", checksums: bool = True) -> None:
+    def __init__(self, engine: str = "numba", checksums: bool | str = True) -> None:
         from whyrst.capture import fast as fast_mod
 
-        self.checksums = checksums  # False: checksum_ok is -1 (not checked) everywhere, and cheaper
+        # False: checksum_ok is -1 (not checked) everywhere, and cheaper; "rst": checked for the RSTs only (what a
+        # RST's context keeps: the tracker reads no other segment's)
+        self.checksums = checksums
         self.kernel: Callable[[memoryview, np.ndarray, PacketBatch], np.ndarray] | None = None
+        self._rst_checker: BatchDecoder | None = BatchDecoder(engine) if checksums == "rst" else None
+        check = checksums is True
         if engine == "numba":
             compiled = fast_mod.decoder()
             if compiled is not None:
-                self.kernel = compiled if checksums else functools.partial(compiled, check=False)
+                self.kernel = compiled if check else functools.partial(compiled, check=False)
         if engine == "numpy" or (engine == "numba" and self.kernel is None):
             from whyrst.capture.vector import decode_numpy
 
-            self.kernel = decode_numpy if checksums else functools.partial(decode_numpy, check=False)
+            self.kernel = decode_numpy if check else functools.partial(decode_numpy, check=False)
 
     def decode(self, r: Records, frames_before: int) -> PacketBatch:
         batch = PacketBatch.empty(r.n)
@@ -588,5 +592,11 @@ class BatchDecoder:
         slow = self.kernel(r.buf, r.offs, batch) if self.kernel is not None else np.arange(n)
         if len(slow):
             decode_slow_into(batch, slow, r.buf, r.offs)
-        if not self.checksums:
+        if self.checksums is not True:
             c["checksum_ok"][:] = -1
+        if self._rst_checker is not None:
+            rst = np.flatnonzero((c["kind"] == Kind.TCP) & ((c["flags"] & RST) != 0))
+            if len(rst):  # (decoded again, with their checksums)
+                sub = Records(r.buf, len(rst), r.offs[rst], r.cap[rst], r.wire[rst], r.ts[rst], r.link[rst],
+                              r.iface[rst])
+                c["checksum_ok"][rst] = self._rst_checker.decode(sub, 0).cols["checksum_ok"]

@@ -243,7 +243,7 @@ class FlowIndex:
                     at += size
                 yield block
 
-    def batches(self, member: Member, *, engine: str = "auto", checksums: bool = True,
+    def batches(self, member: Member, *, engine: str = "auto", checksums: bool | str = True,
                 batch_size: int = BATCH_ROWS) -> Iterator[PacketBatch]:
         """The packets of the wanted flows (``member``: which flow hashes are wanted), decoded, with their
         frame numbers. Raises :class:`StaleIndex` if the file is no longer the one indexed."""

@@ -140,7 +140,7 @@ class Capture:
     warnings: Warnings
 
     def __init__(self, source: Any, *, batch_size: int = BATCH_ROWS, warnings: Warnings | None = None,
-                 engine: str = "auto", prefetch: int = 0, checksums: bool = True,
+                 engine: str = "auto", prefetch: int = 0, checksums: bool | str = True,
                  select: Callable[[rec.Records], np.ndarray | None] | None = None,
                  payloads: bool = True) -> None:
         if batch_size < 1:
@@ -472,16 +472,17 @@ class Capture:
 
 
 def open_capture(source: Any, *, batch_size: int = BATCH_ROWS, warnings: Warnings | None = None,
-                 prefetch: int = 0, engine: str = "auto", checksums: bool = True,
+                 prefetch: int = 0, engine: str = "auto", checksums: bool | str = True,
                  select: Callable[[rec.Records], np.ndarray | None] | None = None,
                  payloads: bool = True) -> Capture:
     """Open ``source`` (a path, ``-`` for standard input, a binary stream or bytes) for reading.
 
     Raises :class:`CaptureError` naming the source and the byte offset when it cannot be read at all.
     ``prefetch=N`` reads and decodes up to N batches ahead in a background thread. ``checksums=False``
-    skips TCP checksum verification (``checksum_ok`` is -1 everywhere). ``select(records)`` may return the
-    indexes of the records of a chunk to decode (None: all); the others are counted in ``packets`` but
-    not decoded, and the batch's ``frame`` column keeps the true frame numbers. ``payloads=False`` (a
+    skips TCP checksum verification (``checksum_ok`` is -1 everywhere; ``"rst"``: checked for RSTs only).
+    ``select(records)`` may return the indexes of the records of a chunk to decode (None: all); the others
+    are counted in ``packets`` but not decoded, and the batch's ``frame`` column keeps the true frame
+    numbers. ``payloads=False`` (a
     reader of headers only) decodes the file in small chunks into large batches without payload bytes,
     with each record's file offset in ``extras["file_offsets"]``.
     """
