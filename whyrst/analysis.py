@@ -223,7 +223,7 @@ def analyze(
 
         if _aot.kernels() is None:  # numba itself will be loaded
             _load_numba_lean()
-    prepass = new_prepass(engine)
+    prepass = new_prepass(engine, expected_bytes=os.path.getsize(source) if is_file else 0)
     reset_conns: list[Connection] = []
     conn_records: list[dict[str, Any]] = []
 

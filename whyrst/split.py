@@ -130,7 +130,7 @@ def prepass_range(r: ByteRange, store: str | None = None, parts: int = 1) -> Ran
     from whyrst.capture.index import FlowIndex
     from whyrst.tcp.prepass import new_prepass
 
-    pre = new_prepass("numba")
+    pre = new_prepass("numba", expected_bytes=r.end - r.start)
     trimmed = []
     forget = pre._forget_idle
 

@@ -668,7 +668,7 @@ class CompiledPrepass:
     :class:`AnsweredPorts`). :meth:`read` takes a whole capture: a file's chunks of raw records go
     straight to the compiled decoder and counter (:meth:`scan`), without building batches."""
 
-    def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS) -> None:
+    def __init__(self, max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS, expected_bytes: int = 0) -> None:
         self._k = _kernel_module()
         self.max_tuples = max_tuples
         self.forgotten = 0
@@ -676,12 +676,17 @@ class CompiledPrepass:
         self.hosts_forgotten = 0  # host table entries dropped to stay within max_hosts
         self.stats = np.zeros(self._k.STATS, dtype=np.int64)
         self.stats[self._k.ST_FIRST_TS] = self._k.NO_TIME
-        self._conns = self._empty_conns(MIN_SLOTS)
+        # Tables of a tuple each, or of a connection each, start at the size a capture of ``expected_bytes``
+        # needs, not empty and doubled again and again (a 1M-packet capture of 19,000 connections: four
+        # rehashes of three tables, 5 ms). The TTL table always starts small: its slots order tied TTLs, and
+        # a capture analysed in parts is merged into the table one process grows (see whyrst.split).
+        flows = tuple_slots(expected_bytes)
+        self._conns = self._empty_conns(flows)
         self._rsts = (np.zeros(MIN_SLOTS, dtype=np.uint64), np.zeros(MIN_SLOTS, dtype=np.uint8))
         self._ttls = self._empty_ttls(MIN_SLOTS)
-        self._probes = self._empty_probes(MIN_SLOTS)
+        self._probes = self._empty_probes(flows)
         self._answers = self._empty_answers(MIN_SLOTS)
-        self._closes = self._empty_closes(MIN_SLOTS)
+        self._closes = self._empty_closes(flows)
         self._refusals = self._empty_refusals(MIN_SLOTS // 16)  # (doubled as refusals come, up to MAX_REFUSALS)
         self._scratch = _columns(0)  # what scan decodes a chunk's records into
         self.max_closes = max(max_hosts // 4, 1024)  # as AnsweredPorts's
@@ -1140,14 +1145,25 @@ def table_member(keys: np.ndarray, used: np.ndarray) -> Callable[[np.ndarray], n
     return member
 
 
-def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000,
-                max_hosts: int = MAX_HOSTS) -> NumpyPrepass | CompiledPrepass:
-    """The compiled prepass when numba is there (``engine`` "auto" or "numba"), else the numpy one."""
+def tuple_slots(expected_bytes: int) -> int:
+    """The first size of a table with an entry per tuple, for a capture of ``expected_bytes``: room at half full
+    for a tuple in every 32 KB (a capture of long connections of large packets has one in 45 KB, one of short
+    exchanges one in 4 KB; those grow their tables as before), at most a million slots."""
+    slots = MIN_SLOTS
+    while slots < min(expected_bytes >> 14, 1 << 20):
+        slots *= 2
+    return slots
+
+
+def new_prepass(engine: str = "auto", max_tuples: int = 1_000_000, max_hosts: int = MAX_HOSTS,
+                expected_bytes: int = 0) -> NumpyPrepass | CompiledPrepass:
+    """The compiled prepass when numba is there (``engine`` "auto" or "numba"), else the numpy one
+    (``expected_bytes``: the capture's size, when known, for the compiled one's first table sizes)."""
     if engine in ("auto", "numba"):
         from whyrst.capture import fast
 
         if fast.available():
-            return CompiledPrepass(max_tuples, max_hosts)
+            return CompiledPrepass(max_tuples, max_hosts, expected_bytes)
     return NumpyPrepass(max_tuples, max_hosts)
 
 
