@@ -25,7 +25,7 @@ SMALL_FILE = 8 << 20
 _LEAN_NUMBA = False  # set by tune_process(): load numba without its BLAS probe
 
 
-def tune_process(coordinator: bool = False) -> None:
+def tune_process(role: str = "alone") -> None:
     """Settings for a process that exists to run whyrst (the command line), never for a library's host.
 
     * glibc's malloc adapts its mmap threshold upwards (to 32 MB) as large blocks are freed, after
@@ -37,10 +37,14 @@ def tune_process(coordinator: bool = False) -> None:
       is kept up to 64 MB (not 1 MB): a batch's columns freed at the top went back to the system and the
       next batch's faulted in again (a 2M-packet capture analysed in two parts: 83,000 page faults,
       50,000 with the top kept; the peak, which is reached anyway, did not change). The fixed threshold is
-      for the processes that read captures; a ``coordinator`` (the main process of a parallel run, which
-      reads no capture but merges the tables its workers send) keeps the adaptive one: its merges build
-      tables of a few MB again and again, and with every one a fresh mapping they made 26,000 page faults
-      (a tenth of a second) in the merge of a 2M-packet capture analysed in parts.
+      for a process that analyses one capture ``alone``, whose peak it bounds. The processes of a parallel
+      run keep the adaptive one: a ``coordinator`` (the main process, which reads no capture but merges
+      the tables its workers send) builds tables of a few MB again and again, and with every one a fresh
+      mapping they made 26,000 page faults (a tenth of a second) in the merge of a 2M-packet capture
+      analysed in parts; a ``worker`` runs call after call, each of whose large blocks then comes from what
+      the calls before it freed rather than from fresh pages (each first touch costs this VM up to 10 µs
+      once the host has taken the freed memory back: the workers of a 2M-packet capture analysed in parts
+      made 25,700 page faults, 20,000 with the adaptive threshold).
     * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
@@ -54,7 +58,7 @@ def tune_process(coordinator: bool = False) -> None:
     # The tracker makes a few objects per connection that live until it ends; the default first-generation
     # threshold (700) walks them again and again (a quarter of the CPU of `whyrst conns` on a SYN flood).
     gc.set_threshold(100_000, 50, 50)
-    if coordinator:
+    if role != "alone":
         return
     try:
         import ctypes

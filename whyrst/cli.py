@@ -95,7 +95,7 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
     jobs = args.jobs or cores()
     size = source_size(source)
     split = wants_split(source, size, jobs)
-    tune_process(coordinator=split)
+    tune_process("coordinator" if split else "alone")
     # the pool's processes start before the progress bar's thread (they are forked)
     pool = new_pool(jobs) if split else None
     try:
@@ -134,7 +134,7 @@ def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
     from whyrst.jobs import JobProgress, ParquetDataset, cores, new_pool, run_dask, run_local, source_size
 
     jobs = args.jobs or cores()
-    tune_process(coordinator=jobs > 1 or args.engine == "dask")
+    tune_process("coordinator" if jobs > 1 or args.engine == "dask" else "alone")
     with_conns = bool(args.parquet)
     dataset = ParquetDataset(args.parquet) if args.parquet else None
     note = _notes(args)

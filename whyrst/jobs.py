@@ -216,7 +216,7 @@ def wants_split(source: str, size: int, workers: int) -> bool:
 def _worker_init() -> None:
     from whyrst.analysis import tune_process
 
-    tune_process()
+    tune_process("worker")
 
 
 def _warm() -> None:

@@ -647,14 +647,16 @@ def _with_shared_firsts(member: Callable[[np.ndarray], np.ndarray], shared: Shar
 
     Without this, every row of every shared flow would be read and decoded: with long connections, most
     of a range's packets (a range's first packets belong to the flows open when it starts)."""
+    from whyrst.tcp.prepass import table_member
+
     keys, every_row = shared.keys, shared.has_syn
     seen = np.zeros(len(keys), dtype=bool)
+    is_shared = table_member(*key_table(keys))  # (compiled look-ups first: few of a block's rows are shared)
 
     def with_firsts(hashes: np.ndarray) -> np.ndarray:
         keep = member(hashes).copy()
-        at = np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)
-        rows = np.flatnonzero(keys[at] == hashes)
-        k = at[rows]
+        rows = np.flatnonzero(is_shared(hashes))
+        k = np.searchsorted(keys, hashes[rows])
         keep[rows[every_row[k]]] = True
         flows, first = np.unique(k, return_index=True)
         new = ~seen[flows]
