@@ -36,6 +36,7 @@ from whyrst.capture._kernels import (
     ip_layer,
     link_layer,
     other_is_slow,
+    prefetch,
     tcp_header_len,
 )
 from whyrst.tcp._prepass_layout import (
@@ -77,6 +78,7 @@ M2 = np.uint64(0x94D049BB133111EB)
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 S30, S27, S31, S16, S40, S8, S44 = (np.uint64(k) for k in (30, 27, 31, 16, 40, 8, 44))
 KIND_TCP = 1
+PREFETCH_RECORDS = 8  # how far ahead scan asks for a record's headers (4 to 16: the same)
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 
 
@@ -104,6 +106,12 @@ def flow_hash(s0: np.uint64, s1: np.uint64, d0: np.uint64, d1: np.uint64, sport:
     h = mix(h ^ hi_hi)
     h = mix(h ^ hi_lo)
     return mix(h ^ (ports | (version << S40)))
+
+
+@jit
+def host_slot(w0: np.uint64, w1: np.uint64, vt: np.uint64, mask: np.uint64) -> np.uint64:
+    """Where the TTL table's entry for (address words, version << 8 | TTL) starts its probe."""
+    return mix(mix(w0 ^ GOLDEN) ^ w1 ^ (vt << S40)) & mask
 
 
 @jit
@@ -137,12 +145,12 @@ def slot(keys: np.ndarray, used: np.ndarray, key: np.uint64) -> tuple[bool, np.u
     return False, j
 
 
-@jit
+@inline
 def _be16(b: np.ndarray, p: int) -> np.uint64:
     return (np.uint64(b[p]) << S8) | np.uint64(b[p + 1])
 
 
-@jit
+@inline
 def _le64(b: np.ndarray, p: int, k: int) -> np.uint64:
     """Bytes ``b[p:p+k]`` (k <= 8) as a little-endian word (the rest zero)."""
     w = np.uint64(0)
@@ -177,11 +185,34 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     f_server, f_client, f_ts, f_synack, f_close = refusals
     i_hash, i_frame, i_offset, i_ts, i_cap, i_wire, i_link, i_iface = index
     first_ts, last_ts, backwards = stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS]
+    # every row's flow hash first, so that the loop below can ask for the table slots of a row further on
+    # before it needs them (the tables are larger than the core's cache, each look-up waited for memory)
+    for i in range(start, stop):
+        r = np.uint64(i)
+        if kind[r] == KIND_TCP:
+            hashes[r] = flow_hash(src[r, 0], src[r, 1], dst[r, 0], dst[r, 1], np.uint64(sport[r]), np.uint64(dport[r]),
+                                  np.uint64(version[r]))
+    c_mask = np.uint64(len(c_key) - 1)
+    t_mask = np.uint64(len(t_w0) - 1)
+    ahead = np.uint64(PREFETCH_RECORDS)
     status = FULL_NONE
     i = start
     while i < stop:
         r = np.uint64(i)
         t = np.int64(ts[r])
+        if r + ahead < np.uint64(stop) and kind[r + ahead] == KIND_TCP:
+            a = r + ahead
+            u = hashes[a] & c_mask
+            prefetch(c_used, u)
+            prefetch(c_key, u)
+            prefetch(c_ts, u)
+            prefetch(c_syn, u)
+            u = host_slot(src[a, 0], src[a, 1], (np.uint64(version[a]) << S8) | np.uint64(ttl[a]), t_mask)
+            prefetch(t_used, u)
+            prefetch(t_w0, u)
+            prefetch(t_w1, u)
+            prefetch(t_vt, u)
+            prefetch(t_n, u)
         if kind[r] == KIND_TCP:
             if 2 * (stats[ST_CONNS] + 1) > len(c_key):
                 status = FULL_CONNS
@@ -216,8 +247,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
         s0, s1, d0, d1 = src[r, 0], src[r, 1], dst[r, 0], dst[r, 1]
         sp, dp = np.uint64(sport[r]), np.uint64(dport[r])
         sq = np.int64(seq[r])
-        h = flow_hash(s0, s1, d0, d1, sp, dp, v)
-        hashes[r] = h
+        h = hashes[r]
         if t > stats[ST_MAX_TS]:
             stats[ST_MAX_TS] = t
         is_rst = (f & RST) != 0
@@ -231,10 +261,9 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
                 stats[ST_RSTS] += 1
         else:  # the host's own TTL: RSTs are where forged ones show up, so they do not count
             vt = (v << S8) | np.uint64(ttl[r])
-            mask = np.uint64(len(t_w0) - 1)
-            u = mix(mix(s0 ^ GOLDEN) ^ s1 ^ (vt << S40)) & mask
+            u = host_slot(s0, s1, vt, t_mask)
             while t_used[u] and not (t_w0[u] == s0 and t_w1[u] == s1 and t_vt[u] == vt):
-                u = (u + np.uint64(1)) & mask
+                u = (u + np.uint64(1)) & t_mask
             if not t_used[u]:
                 t_used[u] = 1
                 t_w0[u], t_w1[u], t_vt[u] = s0, s1, vt
@@ -334,8 +363,13 @@ def scan(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, t
     kind, flags, seq, sport, dport, version, ttl, src, dst, hashes = scratch
     stop = len(offs)
     slow = False
+    ahead = np.uint64(PREFETCH_RECORDS)
     for i in range(start, len(offs)):
         r = np.uint64(i)
+        if r + ahead < np.uint64(len(offs)):  # (the headers of a record further on: two lines, for IPv6's)
+            at = np.uint64(offs[r + ahead])
+            prefetch(b, at)
+            prefetch(b, at + np.uint64(63))
         kind[r] = 0
         p = np.int64(offs[r])
         end = p + np.int64(caps[r])
@@ -418,7 +452,7 @@ def rehash_ttls(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, cnt: np.ndarray,
     for j in range(len(w0)):
         if not used[j]:
             continue
-        m = np.int64(mix(mix(w0[j] ^ GOLDEN) ^ w1[j] ^ (np.uint64(vt[j]) << S40)) & mask)
+        m = np.int64(host_slot(w0[j], w1[j], np.uint64(vt[j]), mask))
         while n_used[m]:
             m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
         n_used[m] = 1
