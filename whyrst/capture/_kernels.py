@@ -71,6 +71,21 @@ def prefetch(typingctx: object, arr: numba.types.Array, at: numba.types.Integer)
     return numba.types.void(arr, at), codegen
 
 
+STREAM_AHEAD = 4096  # how far ahead of a walker the stream's lines are asked for (a 1M-packet file, out of cache:
+# its record walk 0.103 -> 0.046 s; 2 KB ahead did as well, 4 KB is a page)
+
+
+@layer
+def prefetch_ahead(b: np.ndarray, start: int, stop: int) -> None:
+    """Ask for the cache lines of ``b[start:stop]`` moved ``STREAM_AHEAD`` bytes on: called with each record a
+    walker steps over, every line of the stream is asked for once, before the walk gets there (the hardware
+    prefetcher does not follow records of varying sizes, and each record's position depends on the one before)."""
+    line = np.uint64(start + STREAM_AHEAD) & ~np.uint64(63)
+    while line < np.uint64(stop + STREAM_AHEAD):
+        prefetch(b, line)
+        line += np.uint64(64)
+
+
 # -- record layer ---------------------------------------------------------------------------------
 
 
@@ -124,6 +139,7 @@ def walk_pcap(b: np.ndarray, pos: int, max_n: int, big: bool, ns: bool, offs: np
         wire[n] = u32(b, pos + 12, big)
         ts[n] = u32(b, pos, big) * 1_000_000_000 + u32(b, pos + 4, big) * mult
         n += 1
+        prefetch_ahead(b, pos, pos + 16 + caplen)
         pos += 16 + caplen
     return n, pos, 0
 
@@ -156,6 +172,7 @@ def walk_epb(b: np.ndarray, pos: int, max_n: int, n0: int, big: bool, if_link: n
         link[i] = if_link[ifn]
         iface[i] = (iface_base + ifn) & 0xFFFF
         k += 1
+        prefetch_ahead(b, pos, pos + blen)
         pos += blen
     return k, pos
 
