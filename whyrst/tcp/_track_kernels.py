@@ -24,6 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from whyrst.tcp._prepass_kernels import flow_hash
 from whyrst.tcp._track_layout import (
     A_CTX,
     A_ROW,
@@ -183,21 +184,6 @@ INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = 0, 1, 2,
 H_SYN, H_FIN, H_RST, H_FIN_RST, H_DATA, H_ACK, H_MULTI = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
 CH_S, CH_H, CH_F, CH_R, CH_I, CH_Q, CH_D, CH_A = 83, 72, 70, 82, 73, 81, 68, 65
 CH_W, CH_T, CH_G, CH_FLIP = 87, 84, 71, 94
-
-M1 = np.uint64(0xBF58476D1CE4E5B9)
-M2 = np.uint64(0x94D049BB133111EB)
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-S30, S27, S31, S16, S40 = (np.uint64(k) for k in (30, 27, 31, 16, 40))
-
-
-@jit
-def _mix(x: np.uint64) -> np.uint64:
-    x = x ^ (x >> S30)
-    x = x * M1
-    x = x ^ (x >> S27)
-    x = x * M2
-    return x ^ (x >> S31)
-
 
 @jit
 def _seq_delta(a: int, b: int) -> int:
@@ -840,11 +826,7 @@ def track_feed(frame: np.ndarray, ts_ns: np.ndarray, version: np.ndarray, sport:
             lo0, lo1, lop, hi0, hi1, hip = s0, s1, sp, d0, d1, dp
         else:
             lo0, lo1, lop, hi0, hi1, hip = d0, d1, dp, s0, s1, sp
-        h = _mix(lo0 ^ GOLDEN)
-        h = _mix(h ^ lo1)
-        h = _mix(h ^ hi0)
-        h = _mix(h ^ hi1)
-        h = _mix(h ^ (np.uint64((lop << 16) | hip) | (np.uint64(v) << S40)))
+        h = flow_hash(s0, s1, d0, d1, np.uint64(sp), np.uint64(dp), np.uint64(v))  # (the prepass's: the same flows)
         rec = _find(tb, R, K, h, v, lo0, lo1, lop, hi0, hi1, hip)
         if rec >= 0 and R[rec, C_HIST_LEN] + HISTORY_PER_PACKET > HIST.shape[1]:
             return i, FULL_HISTORY
