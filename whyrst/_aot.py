@@ -53,7 +53,8 @@ KERNELS = {
 # what the compiled code and the types of its arguments depend on
 SOURCES = ("capture/_kernels.py", "capture/fast.py", "capture/batch.py", "capture/records.py", "capture/pcap.py",
            "capture/pcapng.py", "capture/decode.py", "tcp/_prepass_kernels.py", "tcp/_prepass_layout.py",
-           "tcp/prepass.py", "tcp/_track_kernels.py", "tcp/_track_layout.py", "tcp/fasttrack.py", "_aot.py")
+           "tcp/prepass.py", "tcp/_track_kernels.py", "tcp/_track_layout.py", "tcp/fasttrack.py", "tcp/state.py",
+           "_aot.py")
 
 
 def source_hash() -> str:

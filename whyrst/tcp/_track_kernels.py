@@ -161,6 +161,7 @@ from whyrst.tcp._track_layout import (
     V_SENDER_STATE,
     V_SERIAL,
 )
+from whyrst.tcp.state import EP, step_for
 
 jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
@@ -180,7 +181,7 @@ AFTER_PACKETS = 8
 AFTER_NS = 30 * NS
 SWEEP_MIN = 4096
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
-INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = 0, 1, 2, 3, 4, 5, 6
+INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = (int(state) for state in EP)
 H_SYN, H_FIN, H_RST, H_FIN_RST, H_DATA, H_ACK, H_MULTI = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40
 CH_S, CH_H, CH_F, CH_R, CH_I, CH_Q, CH_D, CH_A = 83, 72, 70, 82, 73, 81, 68, 65
 CH_W, CH_T, CH_G, CH_FLIP = 87, 84, 71, 94
@@ -207,63 +208,33 @@ def _words(addr: np.ndarray, i: int) -> tuple[np.uint64, np.uint64]:
     return w0, w1
 
 
-# -- the endpoint state machine (whyrst.tcp.state.transition; the tests compare every combination) -----------
+# -- the endpoint state machine: whyrst.tcp.state's own table ----------------------------------------------
+
+def _step_table() -> np.ndarray:
+    """Every outcome of :func:`whyrst.tcp.state.step_for`, by (control bits, payload or not, direction) and the
+    two states: the kernels read the Python state machine's transitions (numba compiles a module's array in as
+    a constant; the build ahead of time counts ``tcp/state.py`` among its sources) instead of a copy of its rules."""
+    table = np.zeros((64, len(EP), len(EP), 5), dtype=np.int8)
+    for bits in range(64):
+        syn, ack, fin, rst, payload, is_orig = (bool(bits >> k & 1) for k in range(6))
+        for me in EP:
+            for peer in EP:
+                out = step_for(syn, ack, fin, rst, payload, is_orig, me, peer)
+                table[bits, me, peer] = (out.me, out.peer, out.close, out.flip, out.revive_peer)
+    return table
+
+
+STEPS = _step_table()
+
 
 @jit
 def step(syn: bool, ack: bool, fin: bool, rst: bool, payload: bool, is_orig: bool, me0: int, peer0: int
          ) -> tuple[int, int, bool, bool, bool]:
     """(me, peer, close, flip, revive_peer) after the sender's segment."""
-    me, peer = me0, peer0
-    close = flip = revive = False
-    if me0 == INACTIVE:
-        if syn and is_orig and ack:
-            me = SYN_ACK_SENT
-        if syn and is_orig and not ack:
-            me = SYN_SENT
-        if syn and not is_orig:
-            if not ack and peer == SYN_ACK_SENT:
-                flip = True
-                peer = ESTABLISHED
-            if peer == SYN_SENT:
-                peer = ESTABLISHED
-            me = ESTABLISHED
-        if fin:
-            me = CLOSED
-            close = True
-        if rst:
-            me = RESET
-            close = True
-        if me == INACTIVE and not (not is_orig and not payload and peer == SYN_SENT):
-            me = ESTABLISHED if ack and peer == ESTABLISHED else PARTIAL
-    elif me0 in (SYN_SENT, SYN_ACK_SENT):
-        if fin:
-            me = CLOSED
-            close = True
-        if rst:
-            me = RESET
-            close = True
-    elif me0 == ESTABLISHED:
-        if fin and not rst:
-            me = CLOSED
-            close = True
-            revive = True
-        if rst:
-            me = RESET
-            close = True
-    elif me0 == PARTIAL:
-        if syn and peer == INACTIVE and not ack:
-            me = SYN_SENT
-        if fin and not rst:
-            me = CLOSED
-            close = True
-            revive = True
-        if rst:
-            me = RESET
-            close = True
-    elif me0 == CLOSED and rst and peer != CLOSED:
-        me = RESET
-        close = True
-    return me, peer, close, flip, revive
+    bits = (np.int64(syn) | (np.int64(ack) << 1) | (np.int64(fin) << 2) | (np.int64(rst) << 3)
+            | (np.int64(payload) << 4) | (np.int64(is_orig) << 5))
+    out = STEPS[bits, me0, peer0]
+    return np.int64(out[0]), np.int64(out[1]), out[2] != 0, out[3] != 0, out[4] != 0
 
 
 # -- the connection table ---------------------------------------------------------------------------------
