@@ -417,13 +417,10 @@ def scan(b: np.ndarray, offs: np.ndarray, caps: np.ndarray, wires: np.ndarray, t
 def insert_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, ts: np.ndarray, syn: np.ndarray,
                 new_ts: np.ndarray, new_syn: np.ndarray) -> None:
     """Insert distinct ``keys`` into an empty table; ``ts``/``syn`` (connection table) follow when not empty."""
-    mask = np.uint64(len(new_keys) - 1)
     with_vals = len(ts) > 0
     for k in range(len(keys)):
         key = keys[k]
-        m = np.int64(key & mask)
-        while new_used[m]:
-            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        _, m = slot(new_keys, new_used, key)
         new_used[m] = 1
         new_keys[m] = key
         if with_vals:
@@ -434,12 +431,9 @@ def insert_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, ts
 @jit
 def place_keys(keys: np.ndarray, new_keys: np.ndarray, new_used: np.ndarray, slots: np.ndarray) -> None:
     """Insert distinct ``keys`` into an empty table; ``slots[k]`` is where ``keys[k]`` went (for its values)."""
-    mask = np.uint64(len(new_keys) - 1)
     for k in range(len(keys)):
         key = keys[k]
-        m = np.int64(key & mask)
-        while new_used[m]:
-            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        _, m = slot(new_keys, new_used, key)
         new_used[m] = 1
         new_keys[m] = key
         slots[k] = m
