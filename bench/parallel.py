@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import kernels_state  # (bench/run.py, beside this script)
+from run import kernels_state, warm  # (bench/run.py, beside this script)
 
 REPO = Path(__file__).resolve().parent.parent
 # the generator mix of the directory's captures: short exchanges (many connections and resets per packet)
@@ -51,6 +51,7 @@ class Case:
     args: list[str]
     packets: int
     nbytes: int
+    files: list[Path] = field(default_factory=list)  # (read before each run: see run.warm)
     walls: dict[int, list[float]] = field(default_factory=dict)
     cpus: dict[int, list[float]] = field(default_factory=dict)
     loads: list[float] = field(default_factory=list)
@@ -160,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         packets_dir = args.packets + sum(int(f.name.split("-")[2].split(".")[0]) for f in files[1:])
         cases = [
             Case(f"directory: {len(files)} captures", [str(directory)], packets_dir,
-                 sum(f.stat().st_size for f in files)),
+                 sum(f.stat().st_size for f in files), files),
         ]
         for mix in [m for m in args.large_mixes.split(",") if m]:
             path = big if mix == MIX else large(folder, args.packets, mix)
             cases.append(Case(f"one capture of {args.packets:,} packets ({mix} mix)", [str(path)], args.packets,
-                              path.stat().st_size))
+                              path.stat().st_size, [path]))
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         kernels = kernels_state()
         for c in cases:  # once each, unmeasured: the page cache, numba's cache
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in cases:
                 for jobs in ((1, args.jobs) if r % 2 == 0 else (args.jobs, 1)):
                     c.loads.append(wait_quiet(args.quiet, args.wait))
+                    warm(*c.files)
                     run(c, jobs, env)
                     print(f"round {r + 1}: {c.name}, -j {jobs}: {c.walls[jobs][-1]:.2f} s "
                           f"(CPU {c.cpus[jobs][-1]:.2f} s, load {c.loads[-1]:.2f})", file=sys.stderr, flush=True)

@@ -94,6 +94,20 @@ def run(argv: list[str] | str, *, shell: bool = False, env: dict[str, str] | Non
     return Run(wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, data, proc.returncode)
 
 
+def warm(*paths: Path | str) -> None:
+    """Read the files whole, untimed, so that the run after it finds them in the page cache.
+
+    A file read a minute ago may not be there any more: this machine's host pages out memory it finds
+    cold (DAMON's ``pageout`` action on physical memory, page cache included). A 880 MB capture read by
+    the warm-up round was a fifth resident five minutes later, so a run that followed a pause read most of
+    it from the disk while the next tool found it cached again."""
+    buf = bytearray(1 << 20)
+    for path in paths:
+        with open(path, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+
+
 def whyrst_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -231,7 +245,9 @@ def measure(spec: Spec, cache: Path, repeat: int, tools: list[str]) -> Result:
         if tool == "whyrst" and r.code == 0:
             res.whyrst_packets = json.loads(r.out)["packets"]
     for i in range(repeat):
-        for tool, (argv, shell) in cmds.items():
+        order = list(cmds.items()) if i % 2 == 0 else list(cmds.items())[::-1]  # (neither always runs first)
+        for tool, (argv, shell) in order:
+            warm(path)
             r = run(argv, shell=shell, env=env if tool == "whyrst" else None)
             if r.code != 0:
                 raise SystemExit(f"{tool} failed on {path} (exit {r.code})")
@@ -381,14 +397,16 @@ def report(results: list[Result], starts: dict[str, list[Run]], info: dict[str, 
     out = [SECTION_START, "## whyrst vs tcpdump vs tshark (bench/run.py)", "",
            f"`{' '.join(['python', 'bench/run.py', *sys.argv[1:]])}` — "
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-           f"{args.repeat} interleaved rounds per capture after one warm-up round, medians; "
+           f"{args.repeat} interleaved rounds per capture after one warm-up round (the tools' order reversed "
+           "every other round), medians; "
            f"load average {loads[0]} before, {loads[1]} after; {elapsed:.0f} s in all.", "",
            "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), "",
            f"Captures: `python -m whyrst.synth bench --mix MIX` (bulk: the capture issue 9 describes, ~53 packets "
            "a connection and ~900 bytes a packet; short: ~14 packets a connection, ~290 bytes a packet, so three "
            f"to four times the connections and resets per packet) with {args.concurrent} concurrent connections, "
            f"{args.ipv6_share:.0%} IPv6, {args.reset_share:.0%} of connections ending in a RST, seed {args.seed}; "
-           "MB/s is of the file as stored (compressed for .gz). The page cache holds the files.", ""]
+           "MB/s is of the file as stored (compressed for .gz). Each run starts with the file in the page cache (read "
+           "whole, untimed, just before).", ""]
     out += table(results)
     out += ["", "whyrst once started (the difference between two sizes of the same capture):", ""]
     out += marginal(results) or ["- (needs two sizes)"]

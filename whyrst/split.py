@@ -242,7 +242,7 @@ def merge_flows(facts: list[RangeFacts]) -> Merged:
     empty = (np.empty(0, dtype=np.uint64),)
     return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
                   frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
-                  rst=np.unique(np.concatenate([f.rst for f in facts])), ttl_table=None, ttl_entries=empty,
+                  rst=_distinct(np.concatenate([f.rst for f in facts])), ttl_table=None, ttl_entries=empty,
                   probes=empty, tcp=sum(f.tcp for f in facts))
 
 
@@ -342,9 +342,19 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     at_top = hn == top[group] if total else first
     tied = np.bincount(group[at_top], minlength=len(top)) > 1
     sel = at_top & tied[group]
-    if sel.any() and np.unique(np.stack([group[sel], hrun[sel]]), axis=1).shape[1] != np.count_nonzero(sel):
-        return entries, None
+    if sel.any():
+        pairs = np.lexsort((hrun[sel], group[sel]))
+        g, r = group[sel][pairs], hrun[sel][pairs]
+        if ((g[1:] == g[:-1]) & (r[1:] == r[:-1])).any():  # two tied entries of one host in the same run
+            return entries, None
     return entries, (t_w0, t_w1, t_vt, t_n)
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array. (numpy's own asks ``np.ma`` whether the array is masked, and the
+    first such question imports numpy.ma: 16 ms of the main process's time between rounds 1 and 2.)"""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
 def _run_starts(*cols: np.ndarray) -> np.ndarray:
@@ -469,7 +479,7 @@ def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarra
         same_row &= c[1:] == c[:-1]
     keep = np.r_[True, ~same_row]
     if (same_hash & ~same_row).any():  # two different rows with one hash: settle those runs one by one
-        for run in np.unique(hs[1:][same_hash & ~same_row]).tolist():
+        for run in _distinct(hs[1:][same_hash & ~same_row]).tolist():
             at = np.flatnonzero(hs == run)
             seen: set[tuple[int, ...]] = set()
             for i in at.tolist():
@@ -652,8 +662,13 @@ def _with_shared_firsts(member: Callable[[np.ndarray], np.ndarray], shared: Shar
     keys, every_row = shared.keys, shared.has_syn
     seen = np.zeros(len(keys), dtype=bool)
     is_shared = table_member(*key_table(keys))  # (compiled look-ups first: few of a block's rows are shared)
+    unseen = len(keys)
+    every = bool(every_row.any())
 
     def with_firsts(hashes: np.ndarray) -> np.ndarray:
+        nonlocal unseen
+        if not unseen and not every:  # (every first row found: the shared flows open a range, mostly in its
+            return member(hashes)     # first block; 250 look-ups and sorts a 2M-packet capture saved)
         keep = member(hashes).copy()
         rows = np.flatnonzero(is_shared(hashes))
         k = np.searchsorted(keys, hashes[rows])
@@ -662,6 +677,7 @@ def _with_shared_firsts(member: Callable[[np.ndarray], np.ndarray], shared: Shar
         new = ~seen[flows]
         keep[rows[first[new]]] = True
         seen[flows] = True
+        unseen -= int(np.count_nonzero(new))
         return keep
 
     return with_firsts
