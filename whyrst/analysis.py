@@ -38,13 +38,14 @@ def tune_process(role: str = "alone") -> None:
       next batch's faulted in again (a 2M-packet capture analysed in two parts: 83,000 page faults,
       50,000 with the top kept; the peak, which is reached anyway, did not change). The fixed threshold is
       for a process that analyses one capture ``alone``, whose peak it bounds. The processes of a parallel
-      run keep the adaptive one: a ``coordinator`` (the main process, which reads no capture but merges
-      the tables its workers send) builds tables of a few MB again and again, and with every one a fresh
-      mapping they made 26,000 page faults (a tenth of a second) in the merge of a 2M-packet capture
-      analysed in parts; a ``worker`` runs call after call, each of whose large blocks then comes from what
-      the calls before it freed rather than from fresh pages (each first touch costs this VM up to 10 µs
-      once the host has taken the freed memory back: the workers of a 2M-packet capture analysed in parts
-      made 25,700 page faults, 20,000 with the adaptive threshold).
+      run take every block under 32 MB (the adaptive threshold's ceiling) from the heap at once, and keep
+      its free top too: a ``coordinator`` (the main process, which reads no capture but merges the tables
+      its workers send) builds tables of a few MB again and again, and a ``worker`` runs call after call
+      (each first touch of a fresh page costs this VM up to 10 µs once the host has taken the freed memory
+      back). Left adaptive, the threshold rose only as large blocks were freed, and until then, and
+      whenever the heap's top was trimmed, every block was fresh memory again: a 2M-packet capture analysed
+      in two parts made 43,000 page faults in all; 30,000 with the heap kept (the workers' index rows
+      copied out by partition, the coordinator's merges), and a twelfth less CPU.
     * the garbage collector runs less often (see below);
     * numba probes for SciPy's BLAS when it first compiles or loads a kernel, which imports
       ``scipy.linalg`` (a sixth of a second, ~20 MB) when SciPy is installed; whyrst's kernels use
@@ -58,14 +59,12 @@ def tune_process(role: str = "alone") -> None:
     # The tracker makes a few objects per connection that live until it ends; the default first-generation
     # threshold (700) walks them again and again (a quarter of the CPU of `whyrst conns` on a SYN flood).
     gc.set_threshold(100_000, 50, 50)
-    if role != "alone":
-        return
     try:
         import ctypes
 
         libc = ctypes.CDLL(None)
         m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 1 << 20)
+        libc.mallopt(m_mmap_threshold, (1 << 20) if role == "alone" else (32 << 20))
         libc.mallopt(m_trim_threshold, 64 << 20)
     except (OSError, AttributeError):  # not glibc
         pass
