@@ -22,13 +22,18 @@ from whyrst.tcp.prepass import flow_hashes, new_prepass
 ENGINES = ["numpy", *(["numba"] if fast.available() else [])]
 
 
-def _indexed(path: Path, engine: str = "numpy") -> tuple[ix.FlowIndex, np.ndarray]:
+def _indexed(path: Path, engine: str = "numpy", parts: int = 1) -> tuple[ix.FlowIndex, np.ndarray]:
     """The index of ``path`` as analyze builds it (numpy: from decoded batches; numba: by the compiled scan of
-    raw records), and every TCP flow hash of the file (sorted, distinct)."""
-    index = ix.FlowIndex(str(path))
+    raw records), and every TCP flow hash of the file (sorted, distinct). With ``parts``, written in that
+    many partitions (as a range of a file analysed in parts) and read back as one."""
+    index = ix.FlowIndex(str(path), store=str(path) + ".index" if parts > 1 else None, parts=parts)
     prepass = new_prepass(engine)
     with open_capture(str(path), engine=engine, checksums=False, payloads=False) as cap:
         prepass.read(cap, index)
+    if parts > 1:
+        handle = index.detach()
+        index = ix.FlowIndex.attach(handle, range(parts))
+        index.handle = handle  # type: ignore[attr-defined]  # (for a test to read each partition alone)
     seen = []
     with open_capture(str(path), engine="numpy") as cap:
         for batch in cap:
@@ -54,9 +59,10 @@ def _full_rows(path: Path, wanted: np.ndarray) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("pcapng", [False, True], ids=["pcap", "pcapng"])
-@pytest.mark.parametrize("small_reads", [False, True], ids=["gaps", "one-span"])
+@pytest.mark.parametrize(("small_reads", "parts"), [(False, 1), (True, 1), (False, 3)],
+                         ids=["gaps", "one-span", "3-partitions"])
 def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pcapng: bool,
-                                           small_reads: bool, engine: str) -> None:
+                                           small_reads: bool, parts: int, engine: str) -> None:
     path = tmp_path / ("x.pcapng" if pcapng else "x.pcap")
     synth.write_bench(str(path), 20_000, 300, 4, pcapng, mix="bulk")
     if small_reads:  # every packet its own read, spans cut short, batches of a few packets' bytes
@@ -64,7 +70,7 @@ def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.M
         monkeypatch.setattr(ix, "SPAN", 1)
         monkeypatch.setattr(ix, "BATCH_BYTES", 3000)
     monkeypatch.setattr(ix, "BLOCK_ROWS", 97)  # most rows in the temporary file, blocks cut anywhere
-    index, seen = _indexed(path, engine)
+    index, seen = _indexed(path, engine, parts)
     wanted = np.sort(seen[::7])
     want = _full_rows(path, wanted)
     got: dict[str, list[np.ndarray]] = {}
@@ -80,6 +86,13 @@ def test_index_reads_back_the_wanted_flows(tmp_path: Path, monkeypatch: pytest.M
     assert all(n <= 500 and (n == 1 or size <= ix.BATCH_BYTES) for n, size in sizes), sizes
     for name, col in want.items():
         assert np.array_equal(np.concatenate(got[name]), col), name
+    for q in range(parts if parts > 1 else 0):  # each partition's file holds its own flows' rows, and all of them
+        alone = ix.FlowIndex.attach(index.handle, (q,))
+        rows = [flow_hashes(b, np.arange(b.n)) for b in alone.batches(lambda h: np.ones(len(h), dtype=bool))]
+        alone.close()
+        hashes = np.concatenate(rows)
+        assert len(hashes) and (ix.partition_of(hashes, parts) == q).all()
+        assert np.array_equal(np.unique(hashes), seen[ix.partition_of(seen, parts) == q])
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -93,10 +93,15 @@ class FlowIndex:
         if parts > 1 and store is None:
             raise ValueError("an index in partitions needs a named store")
         self.parts = parts
-        # the rows not yet in the files: filled by add(), or by the first pass's compiled scan, which writes
-        # straight into these columns and says how many it filled
+        if parts > BLOCK_ROWS:
+            raise ValueError(f"an index in {parts} partitions needs blocks of more than {BLOCK_ROWS} rows")
+        # the rows not yet in the files, by partition: partition q's in rows [q * segment, q * segment +
+        # fill[q]) of the block's columns (each partition's in capture order), put there by add() or by the
+        # first pass's compiled scan, which writes straight into ``segments`` (the columns, then ``fill``)
         self.block = tuple(np.empty(BLOCK_ROWS, dtype=dtype) for _, dtype in COLUMNS)
-        self.filled = 0
+        self.segment = BLOCK_ROWS // parts
+        self.fill = np.zeros(parts, dtype=np.int64)
+        self.segments = (*self.block, self.fill)
         self._files: list[IO[bytes] | None] = [None] * parts
         self._reading = [0]  # the partitions batches() reads
 
@@ -124,7 +129,8 @@ class FlowIndex:
         index = cls.__new__(cls)
         index.path, index.identity, index.store = handle.path, handle.identity, handle.store
         index.rows, index.usable, index.parts = handle.rows, handle.usable, handle.parts
-        index.block, index.filled = (), 0
+        index.block, index.segment, index.fill = (), 0, np.zeros(handle.parts, dtype=np.int64)
+        index.segments = ()
         index._files = [None] * handle.parts
         index._reading = list(parts)
         if handle.usable:
@@ -147,15 +153,19 @@ class FlowIndex:
         cols = {"hash": tcp_hashes, "frame": c["frame"], "offset": offsets, "ts": c["ts_ns"], "cap": c["cap_len"],
                 "wire": c["wire_len"], "link": c["link_type"], "iface": c["iface"]}
         rows = [cols[name] if name == "hash" or every else cols[name][tcp] for name, _ in COLUMNS]
-        done, n = 0, len(tcp_hashes)
-        while done < n and self.usable:
-            take = min(n - done, BLOCK_ROWS - self.filled)
-            for column, values in zip(self.block, rows, strict=True):
-                column[self.filled : self.filled + take] = values[done : done + take]
-            self.filled += take
-            done += take
-            if self.filled == BLOCK_ROWS:
-                self.flush()
+        part = partition_of(tcp_hashes, self.parts) if self.parts > 1 else None
+        for q in range(self.parts):
+            mine = rows if part is None else [values[part == np.uint64(q)] for values in rows]
+            done, n = 0, len(mine[0])
+            while done < n and self.usable:
+                at = q * self.segment + int(self.fill[q])
+                take = min(n - done, (q + 1) * self.segment - at)
+                for column, values in zip(self.block, mine, strict=True):
+                    column[at : at + take] = values[done : done + take]
+                self.fill[q] += take
+                done += take
+                if self.fill[q] == self.segment:
+                    self.flush()
 
     def disable(self) -> None:
         """No index after all (a batch without file offsets, a full disk): the second pass reads the capture."""
@@ -164,16 +174,13 @@ class FlowIndex:
 
     def flush(self) -> None:
         """The block's rows to the files (an index that cannot be written is disabled)."""
-        n, self.filled = self.filled, 0
+        fill = self.fill.tolist()
+        self.fill[:] = 0
+        n = sum(fill)
         if not n or not self.usable:
             return
-        block = [column[:n] for column in self.block]
-        if self.parts == 1:
-            by_part = [(0, block)]
-        else:
-            part = partition_of(block[0], self.parts)
-            by_part = [(q, [column[sel] for column in block]) for q in range(self.parts)
-                       if len(sel := np.flatnonzero(part == np.uint64(q)))]
+        seg = self.segment
+        by_part = [(q, [column[q * seg : q * seg + k] for column in self.block]) for q, k in enumerate(fill) if k]
         try:
             for q, rows in by_part:
                 fh = self._files[q]
@@ -324,7 +331,7 @@ class FlowIndex:
             if fh is not None:
                 fh.close()
         self._files = [None] * self.parts
-        self.filled = 0
+        self.fill[:] = 0
 
     def __enter__(self) -> FlowIndex:
         return self

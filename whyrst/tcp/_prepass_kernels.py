@@ -57,7 +57,6 @@ from whyrst.tcp._prepass_layout import (
     ST_CONNECTIONS,
     ST_CONNS,
     ST_FIRST_TS,
-    ST_INDEX,
     ST_LAST_TS,
     ST_MAX_TS,
     ST_PROBES,
@@ -112,6 +111,12 @@ def flow_hash(s0: np.uint64, s1: np.uint64, d0: np.uint64, d1: np.uint64, sport:
 def host_slot(w0: np.uint64, w1: np.uint64, vt: np.uint64, mask: np.uint64) -> np.uint64:
     """Where the TTL table's entry for (address words, version << 8 | TTL) starts its probe."""
     return mix(mix(w0 ^ GOLDEN) ^ w1 ^ (vt << S40)) & mask
+
+
+@jit
+def partition(h: np.uint64, parts: np.uint64) -> np.uint64:
+    """The partition of flow hash ``h`` among ``parts`` (``capture.index.partition_of`` for one hash)."""
+    return np.uint64(0) if parts == np.uint64(1) else h % parts  # (a division per packet only when partitioned)
 
 
 @jit
@@ -170,8 +175,10 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     and each TCP row (``kind`` 1) counted: its flow hash to ``hashes`` (the same value as
     ``prepass.flow_hashes``), the RST-bearing flow hashes, host TTL counts, bare-SYN probes, the Zeek-style
     connection count, when the sending port answered SYNs, closed connections and refused SYNs (see
-    ``AnsweredPorts``), and, when ``file_base`` >= 0, its row of the file's index appended to the ``index``
-    block (frame ``frames_before + row + 1``, at ``file_base + offs[row]``).
+    ``AnsweredPorts``), and, when ``file_base`` >= 0, its row of the file's index (frame ``frames_before +
+    row + 1``, at ``file_base + offs[row]``) appended to its flow's partition's segment of the ``index``
+    block: the block's columns, then how many rows each segment holds (as many segments as partitions,
+    equal parts of the block).
 
     Returns (next row, FULL_*): it stops before a row when a table could pass half full with it (a row adds
     at most one entry to each) or the index block is full. One loop with every table's columns in local
@@ -183,7 +190,9 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     a_key, a_used, a_first, a_last, a_n = answers
     x_key, x_used, x_last = closes
     f_server, f_client, f_ts, f_synack, f_close = refusals
-    i_hash, i_frame, i_offset, i_ts, i_cap, i_wire, i_link, i_iface = index
+    i_hash, i_frame, i_offset, i_ts, i_cap, i_wire, i_link, i_iface, i_fill = index
+    parts = np.uint64(max(len(i_fill), 1))
+    segment = np.uint64(len(i_hash)) // parts
     first_ts, last_ts, backwards = stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS]
     # every row's flow hash first, so that the loop below can ask for the table slots of a row further on
     # before it needs them (the tables are larger than the core's cache, each look-up waited for memory)
@@ -228,7 +237,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
                 status = FULL_CLOSES
             elif stats[ST_REFUSALS] == len(f_server) and len(f_server) < max_refusals:
                 status = FULL_REFUSALS
-            elif file_base >= 0 and stats[ST_INDEX] == len(i_hash):
+            elif file_base >= 0 and np.uint64(i_fill[partition(hashes[r], parts)]) == segment:
                 status = FULL_INDEX
             if status != FULL_NONE:
                 break
@@ -335,7 +344,8 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
                 x_last[u] = max(x_last[u], t)
 
         if file_base >= 0:
-            k = np.uint64(stats[ST_INDEX])
+            q = partition(h, parts)
+            k = q * segment + np.uint64(i_fill[q])
             i_hash[k] = h
             i_frame[k] = frames_before + i + 1
             i_offset[k] = file_base + np.int64(offs[r])
@@ -344,7 +354,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
             i_wire[k] = wires[r]
             i_link[k] = links[r]
             i_iface[k] = ifaces[r]
-            stats[ST_INDEX] += 1
+            i_fill[q] += 1
         i += 1
     stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS] = first_ts, last_ts, backwards
     return i, status

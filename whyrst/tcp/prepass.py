@@ -806,12 +806,9 @@ class CompiledPrepass:
             self._scratch = _columns(r.n)
         while True:
             indexed = index is not None and index.usable
-            stats[k.ST_INDEX] = index.filled if indexed else 0  # type: ignore[union-attr]
             start, full = k.scan(b, *records, start, frames_before, file_base if indexed else -1, INACTIVITY_NS,
                                  AnsweredPorts.MAX_REFUSALS, stats, *self._tables(),
-                                 index.block if indexed else _NO_INDEX, self._scratch)  # type: ignore[union-attr]
-            if indexed:
-                index.filled = int(stats[k.ST_INDEX])  # type: ignore[union-attr]
+                                 index.segments if indexed else _NO_INDEX, self._scratch)  # type: ignore[union-attr]
             if full == k.FULL_NONE:
                 break
             if full == k.FULL_INDEX:
@@ -1108,7 +1105,7 @@ class CompiledPrepass:
 
 # what the kernels are given for the index's block when there is no index (they write no row then), and for the
 # records of rows that are not indexed
-_NO_INDEX = tuple(np.empty(0, dtype=dtype) for _, dtype in INDEX_COLUMNS)
+_NO_INDEX = (*(np.empty(0, dtype=dtype) for _, dtype in INDEX_COLUMNS), np.empty(0, dtype=np.int64))
 _NO_RECORDS = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.uint32), np.empty(0, dtype=np.uint32),
                np.empty(0, dtype=np.uint16), np.empty(0, dtype=np.uint16))  # (as Records holds them)
 
