@@ -181,7 +181,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     equal parts of the block).
 
     Returns (next row, FULL_*): it stops before a row when a table could pass half full with it (a row adds
-    at most one entry to each) or the index block is full. One loop with every table's columns in local
+    at most one entry to each) or its segment of the index block is full. One loop with every table's columns in local
     variables: handing arrays to a compiled function counts references to them, per call."""
     c_key, c_used, c_ts, c_syn = conns
     r_key, r_used = rsts
