@@ -503,6 +503,19 @@ def test_pool_meanwhile(pool2: Any) -> None:
     assert meanwhile(pow, 2, 5).result() == 32  # (asked for before any pool ran it)
 
 
+def test_pool_release_then_close() -> None:
+    """Released, the idle processes end without being waited for; close then only waits."""
+    pool = Pool(2)
+    try:
+        assert list(pool.run([("j", _job(3))])) == [("j", True, 8)]
+        pool.release()
+        for w in pool._workers:
+            w.proc.join(10)
+            assert w.proc.exitcode == 0
+    finally:
+        pool.close()
+
+
 def test_pool_jobs_pins_and_deaths(pool2: Any) -> None:
     got = {k: v for k, ok, v in pool2.run([(i, _job(i)) for i in range(8)])}
     assert [got[i] for i in range(8)] == [2**i for i in range(8)]

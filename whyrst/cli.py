@@ -103,9 +103,16 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
             report = analyze_file(source, jobs, keep_ladders=bool(args.html), progress=bar.advance,
                                   note=_notes(args), pool=pool, as_json=args.json and not args.html,
                                   indent=_json_indent(args))
+        if pool is not None:
+            pool.release()  # (the processes end while the report is written)
+        _write_report(args, report)
     finally:
         if pool is not None:
             pool.close()
+    return 0
+
+
+def _write_report(args: argparse.Namespace, report: Any) -> None:
     if args.html:
         from whyrst.report.html import write_html
 
@@ -124,7 +131,6 @@ def _analyze_one(args: argparse.Namespace, source: str) -> int:
         from whyrst.report.terminal import print_report
 
         print_report(report, _console(), verbose=args.verbose, limit=args.limit)
-    return 0
 
 
 def _analyze_many(args: argparse.Namespace, sources: list[str]) -> int:
