@@ -109,39 +109,9 @@ def meanwhile(fn: Callable[..., Any], *args: Any) -> Later:
     return later
 
 
-def _run_later(idle: bool = False) -> None:
-    """Run the work left for later; with ``idle``, at the system's idle priority (see :func:`_idle_priority`)."""
-    if not _LATER:
-        return
-    with _idle_priority() if idle else contextlib.nullcontext():
-        while _LATER:
-            _LATER.popleft().run()
-
-
-@contextlib.contextmanager
-def _idle_priority() -> Iterator[None]:
-    """The main process at ``SCHED_IDLE`` meanwhile: it runs only on a core no worker wants. Its work for
-    later (the merge of a split file's host facts: 40 ms on a 2M-packet capture) ran beside the two
-    workers of a 2-core machine and took that time from one of them, in the middle of a round that ends
-    when both are done; at idle priority it runs once the first of them is done and waits for the other
-    (2M-packet bulk capture, ``-j 2``, 11 interleaved runs: 1.079 s -> 1.040 s, medians). Only where the
-    process may come back to the usual policy (root, or a ``RLIMIT_NICE`` that allows nice 0), which
-    Linux refuses otherwise; ``SCHED_RESET_ON_FORK``: a worker started meanwhile gets the usual policy."""
-    before: int | None = None
-    try:
-        import resource
-
-        if os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20:
-            before = os.sched_getscheduler(0)
-            os.sched_setscheduler(0, os.SCHED_IDLE | os.SCHED_RESET_ON_FORK, os.sched_param(0))
-    except (OSError, AttributeError, ImportError):  # (not Linux)
-        before = None
-    try:
-        yield
-    finally:
-        if before is not None:
-            with contextlib.suppress(OSError):
-                os.sched_setscheduler(0, before, os.sched_param(0))
+def _run_later() -> None:
+    while _LATER:
+        _LATER.popleft().run()
 
 
 @dataclass
@@ -302,7 +272,7 @@ class Pool:
             if not self._running:
                 break
             self._dispatch()
-            _run_later(idle=True)  # (the main process's work for later, while the processes are at work)
+            _run_later()  # (the main process's work for later, while the processes are at work)
             busy = [w.conn for w in self._workers if w.call is not None]
             if not busy:
                 if self._finished:
