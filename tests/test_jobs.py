@@ -26,7 +26,7 @@ import pytest
 from conftest import REPO, corpus_dir
 from gen import Rec, ether, ip4, pcap_file, udp
 
-from whyrst import split
+from whyrst import jobs, split
 from whyrst.analysis import analyze
 from whyrst.capture import open_capture
 from whyrst.capture.ranges import open_range, plan_ranges
@@ -42,7 +42,7 @@ SPLIT_ENV = {"WHYRST_SPLIT_MIN_BYTES": str(1 << 20), "WHYRST_SPLIT_RANGE_BYTES":
 @pytest.fixture(autouse=True)
 def small_splits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of a few MB are split into ranges of a quarter MB (the defaults are 48 MB and 16 MB)."""
-    monkeypatch.setattr(split, "MIN_SPLIT", 1 << 20)
+    monkeypatch.setattr(jobs, "MIN_SPLIT", 1 << 20)
     monkeypatch.setattr(split, "MIN_RANGE", 1 << 18)
 
 

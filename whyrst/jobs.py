@@ -22,6 +22,9 @@ from whyrst.errors import WhyrstError
 if TYPE_CHECKING:  # (the pool, and multiprocessing with it, load only when processes are used)
     from whyrst.pool import Call
 
+# files smaller than this are analysed whole, by one process (the environment may set it lower, for tests);
+# decided before whyrst.split (and multiprocessing) is imported: a small file's run does not load them
+MIN_SPLIT = int(os.environ.get("WHYRST_SPLIT_MIN_BYTES", 48 << 20))
 REMOTE_PREFIXES = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "http://", "https://", "file://")
 Note = Callable[[str], None]
 
@@ -204,11 +207,11 @@ def _split_file_job(source: str, workers: int, with_conns: bool, size: int, note
 def wants_split(source: str, size: int, workers: int) -> bool:
     """Whether a source is worth analysing in parts by ``workers`` processes (a large local file, when
     the compiled readers are there; whether it can be is only known once it is opened)."""
-    if workers <= 1:
+    if workers <= 1 or size < MIN_SPLIT or is_remote(source) or source == "-":
         return False
     from whyrst import split
 
-    return size >= split.MIN_SPLIT and not is_remote(source) and source != "-" and split.available()
+    return split.available()
 
 
 # -- many sources, here --------------------------------------------------------------------------------
@@ -291,7 +294,7 @@ def analyze_file(path: str, jobs: int, *, keep_ladders: bool = False, progress: 
         if note and jobs > 1:
             from whyrst import split
 
-            if size >= split.MIN_SPLIT and split.available() and path != "-":
+            if size >= MIN_SPLIT and split.available() and path != "-":
                 note(f"{path}: analysed in one process")
         last = [0]
 

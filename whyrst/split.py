@@ -63,14 +63,14 @@ from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
 from whyrst.errors import Warnings
 from whyrst.pool import Call, meanwhile, progress, state
 from whyrst.report.jsontext import EncodedReport, encode_report, encode_resets
+from whyrst.tcp.prepass import distinct
 
 if TYPE_CHECKING:
     from whyrst.capture.index import IndexHandle
 
 ROUND_WEIGHTS = (0.55, 0.4, 0.05)  # share of a file's bytes each round stands for, for progress
-# files smaller than this are analysed whole, and ranges are at least this large (the environment may set
-# them lower, for tests)
-MIN_SPLIT = int(os.environ.get("WHYRST_SPLIT_MIN_BYTES", 48 << 20))
+# ranges are at least this large (the environment may set it lower, for tests; the size of a file worth
+# splitting at all is jobs.MIN_SPLIT)
 MIN_RANGE = int(os.environ.get("WHYRST_SPLIT_RANGE_BYTES", 16 << 20))
 
 
@@ -244,7 +244,7 @@ def merge_flows(facts: list[RangeFacts]) -> Merged:
     empty = (np.empty(0, dtype=np.uint64),)
     return Merged(packets=sum(f.records for f in facts), format=facts[0].format, first_ts=first_ts,
                   frames_before=frames_before, local=sum(f.local for f in facts), shared=shared,
-                  rst=_distinct(np.concatenate([f.rst for f in facts])), ttl_table=None, ttl_entries=empty,
+                  rst=distinct(np.concatenate([f.rst for f in facts])), ttl_table=None, ttl_entries=empty,
                   probes=empty, tcp=sum(f.tcp for f in facts))
 
 
@@ -349,13 +349,6 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
         if not _run_starts(group[sel][pairs], hrun[sel][pairs]).all():  # two tied entries of one host in one run
             return entries, None
     return entries, (t_w0, t_w1, t_vt, t_n)
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` of a 1-D array. (numpy's own asks ``np.ma`` whether the array is masked, and the
-    first such question imports numpy.ma: 16 ms of the main process's time between rounds 1 and 2.)"""
-    values = np.sort(values)
-    return values[_run_starts(values)]
 
 
 def _run_starts(*cols: np.ndarray) -> np.ndarray:
@@ -480,7 +473,7 @@ def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarra
         same_row &= c[1:] == c[:-1]
     keep = np.r_[True, ~same_row]
     if (same_hash & ~same_row).any():  # two different rows with one hash: settle those runs one by one
-        for run in _distinct(hs[1:][same_hash & ~same_row]).tolist():
+        for run in distinct(hs[1:][same_hash & ~same_row]).tolist():
             at = np.flatnonzero(hs == run)
             seen: set[tuple[int, ...]] = set()
             for i in at.tolist():
