@@ -37,6 +37,7 @@ from whyrst.capture.batch import (
     inet_pton,
 )
 from whyrst.capture.index import COLUMNS as INDEX_COLUMNS
+from whyrst.capture.index import sorted_member
 
 if TYPE_CHECKING:
     from whyrst.capture.index import FlowIndex
@@ -168,7 +169,7 @@ class _LatestTimes:
     def keep(self, wanted: np.ndarray) -> None:
         """Only the keys in ``wanted``."""
         self._flush()
-        mask = np.isin(self.keys, wanted)
+        mask = sorted_member(np.sort(wanted))(self.keys)
         self.keys, self.times = self.keys[mask], self.times[mask]
 
     def as_dict(self) -> dict[int, int]:
@@ -256,7 +257,7 @@ class AnsweredPorts:
         batch's own earlier rows (per refusing port with events in the batch, prefix maxima by row number)."""
         servers = port_keys(batch, rows)
         clients = port_keys(batch, rows, src=False).tolist()
-        in_batch = [np.isin(servers, keys) for _, keys in (answers, closes)]
+        in_batch = [sorted_member(np.sort(keys))(servers) for _, keys in (answers, closes)]
         prefixes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for i, port in enumerate(servers.tolist()):
             if len(self.refusals) >= self.MAX_REFUSALS:
@@ -351,8 +352,6 @@ class NumpyPrepass:
 
     def rst_member(self) -> Callable[[np.ndarray], np.ndarray]:
         """Flow hashes -> whether each is a RST-bearing flow's."""
-        from whyrst.capture.index import sorted_member
-
         return sorted_member(self.rst_hashes())
 
     def finish(self) -> None:
@@ -940,7 +939,7 @@ class CompiledPrepass:
     def _keep_closes(self, ports: np.ndarray) -> None:
         key, used, last = self._closes
         live = np.flatnonzero(used)
-        live = live[np.isin(key[live], ports)]
+        live = live[sorted_member(np.sort(ports))(key[live])]
         self._closes = self._keyed_table(key[live], (last[live],), self._empty_closes)
         self.stats[self._k.ST_CLOSES] = len(live)
 
