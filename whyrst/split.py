@@ -63,7 +63,7 @@ from whyrst.capture.ranges import ByteRange, Plan, open_range, plan_ranges
 from whyrst.errors import Warnings
 from whyrst.pool import Call, meanwhile, progress, state
 from whyrst.report.jsontext import EncodedReport, encode_report, encode_resets
-from whyrst.tcp.prepass import distinct
+from whyrst.tcp.prepass import distinct, run_starts
 
 if TYPE_CHECKING:
     from whyrst.capture.index import IndexHandle
@@ -311,7 +311,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     n = np.concatenate([f.ttls[3] for f in facts])
     order = np.lexsort((vt, w1, w0))
     w0, w1, vt, n = w0[order], w1[order], vt[order], n[order]
-    starts = np.flatnonzero(_run_starts(w0, w1, vt))
+    starts = np.flatnonzero(run_starts(w0, w1, vt))
     n = np.add.reduceat(n, starts) if len(n) else n
     w0, w1, vt = w0[starts], w1[starts], vt[starts]
     entries = (w0, w1, vt, n)
@@ -338,7 +338,7 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     version = t_vt.astype(np.uint64) >> np.uint64(8)
     order = np.lexsort((version, t_w1, t_w0))
     hw0, hw1, hv, hn, hrun = t_w0[order], t_w1[order], version[order], t_n[order], run[live][order]
-    first = _run_starts(hw0, hw1, hv)
+    first = run_starts(hw0, hw1, hv)
     group = np.cumsum(first) - 1
     top = np.maximum.reduceat(hn, np.flatnonzero(first)) if total else hn
     at_top = hn == top[group] if total else first
@@ -346,19 +346,9 @@ def _merge_ttls(facts: list[RangeFacts], max_hosts: int) -> tuple[Table, Table |
     sel = at_top & tied[group]
     if sel.any():
         pairs = np.lexsort((hrun[sel], group[sel]))
-        if not _run_starts(group[sel][pairs], hrun[sel][pairs]).all():  # two tied entries of one host in one run
+        if not run_starts(group[sel][pairs], hrun[sel][pairs]).all():  # two tied entries of one host in one run
             return entries, None
     return entries, (t_w0, t_w1, t_vt, t_n)
-
-
-def _run_starts(*cols: np.ndarray) -> np.ndarray:
-    """Which rows of columns sorted together start a run of equal rows (a mask; empty for no rows)."""
-    if not len(cols[0]):
-        return np.zeros(0, dtype=bool)
-    change = np.zeros(len(cols[0]) - 1, dtype=bool)
-    for c in cols:
-        change |= c[1:] != c[:-1]
-    return np.r_[True, change]
 
 
 def _ttl_keys(batch: Any, rows: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -411,7 +401,7 @@ def replay_ttls(entries: tuple[np.ndarray, ...], orders: list[tuple[tuple[np.nda
     at = np.concatenate([o[0][3] + b for o, b in zip(orders, base, strict=True)])
     order = np.lexsort((at, vt, w1, w0))
     w0, w1, vt, at = w0[order], w1[order], vt[order], at[order]
-    firsts = _run_starts(w0, w1, vt)
+    firsts = run_starts(w0, w1, vt)
     w0, w1, vt, at = w0[firsts], w1[firsts], vt[firsts], at[firsts]
     e0, e1, evt, en = entries
     if not (np.array_equal(w0, e0) and np.array_equal(w1, e1) and np.array_equal(vt, evt.astype(np.uint64))):
@@ -447,7 +437,7 @@ def probe_totals(probes: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     version = vp >> np.uint64(16)
     order = np.lexsort((version, s1, s0))
     s0, s1, version = s0[order], s1[order], version[order]
-    firsts = np.flatnonzero(_run_starts(s0, s1, version))
+    firsts = np.flatnonzero(run_starts(s0, s1, version))
     counts = np.diff(np.r_[firsts, len(s0)])
     return s0[firsts], s1[firsts], version[firsts], counts
 
