@@ -458,12 +458,9 @@ def _unique_rows(cols_by_range: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarra
     hs = h[order]
     cols = [c[order] for c in cols]
     same_hash = hs[1:] == hs[:-1]
-    same_row = same_hash.copy()
-    for c in cols:
-        same_row &= c[1:] == c[:-1]
-    keep = np.r_[True, ~same_row]
-    if (same_hash & ~same_row).any():  # two different rows with one hash: settle those runs one by one
-        for run in distinct(hs[1:][same_hash & ~same_row]).tolist():
+    keep = run_starts(hs, *cols)
+    if (collided := same_hash & keep[1:]).any():  # two different rows with one hash: settle those runs one by one
+        for run in distinct(hs[1:][collided]).tolist():
             at = np.flatnonzero(hs == run)
             seen: set[tuple[int, ...]] = set()
             for i in at.tolist():

@@ -155,7 +155,8 @@ class FlowIndex:
         rows = [cols[name] if name == "hash" or every else cols[name][tcp] for name, _ in COLUMNS]
         part = partition_of(tcp_hashes, self.parts) if self.parts > 1 else None
         for q in range(self.parts):
-            mine = rows if part is None else [values[part == np.uint64(q)] for values in rows]
+            sel = None if part is None else part == np.uint64(q)
+            mine = rows if sel is None else [values[sel] for values in rows]
             done, n = 0, len(mine[0])
             while done < n and self.usable:
                 at = q * self.segment + int(self.fill[q])

@@ -194,6 +194,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
     parts = np.uint64(max(len(i_fill), 1))
     segment = np.uint64(len(i_hash)) // parts
     first_ts, last_ts, backwards = stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS]
+    part = np.uint64(0)
     # every row's flow hash first, so that the loop below can ask for the table slots of a row further on
     # before it needs them (the tables are larger than the core's cache, each look-up waited for memory)
     for i in range(start, stop):
@@ -223,6 +224,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
             prefetch(t_vt, u)
             prefetch(t_n, u)
         if kind[r] == KIND_TCP:
+            part = partition(hashes[r], parts)  # (its index row's segment: checked here, written to below)
             if 2 * (stats[ST_CONNS] + 1) > len(c_key):
                 status = FULL_CONNS
             elif 2 * (stats[ST_RSTS] + 1) > len(r_key):
@@ -237,7 +239,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
                 status = FULL_CLOSES
             elif stats[ST_REFUSALS] == len(f_server) and len(f_server) < max_refusals:
                 status = FULL_REFUSALS
-            elif file_base >= 0 and np.uint64(i_fill[partition(hashes[r], parts)]) == segment:
+            elif file_base >= 0 and np.uint64(i_fill[part]) == segment:
                 status = FULL_INDEX
             if status != FULL_NONE:
                 break
@@ -344,8 +346,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
                 x_last[u] = max(x_last[u], t)
 
         if file_base >= 0:
-            q = partition(h, parts)
-            k = q * segment + np.uint64(i_fill[q])
+            k = part * segment + np.uint64(i_fill[part])
             i_hash[k] = h
             i_frame[k] = frames_before + i + 1
             i_offset[k] = file_base + np.int64(offs[r])
@@ -354,7 +355,7 @@ def count(kind: np.ndarray, flags: np.ndarray, ts: np.ndarray, seq: np.ndarray, 
             i_wire[k] = wires[r]
             i_link[k] = links[r]
             i_iface[k] = ifaces[r]
-            i_fill[q] += 1
+            i_fill[part] += 1
         i += 1
     stats[ST_FIRST_TS], stats[ST_LAST_TS], stats[ST_BACKWARDS] = first_ts, last_ts, backwards
     return i, status
