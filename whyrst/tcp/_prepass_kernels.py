@@ -15,6 +15,8 @@ travels as one tuple of its columns (see ``CompiledPrepass``).
   the file's index, without building a batch; it stops at a record only the per-packet slow path can
   decode;
 * :func:`in_set` tells which flow hashes are in a table (the RST-bearing flows, for the file's index);
+* :func:`merge_ttls`, :func:`rehash_ttl_rows`, :func:`tied_in_one_run` and :func:`probe_totals` put the
+  host tables of a file's ranges together (see ``whyrst.split``);
 * :func:`select_records` looks at raw records before decoding and keeps those that may belong to a
   wanted flow (any record it does not fully understand is kept: the decoded rows are filtered again
   exactly).
@@ -477,6 +479,134 @@ def rehash_probes(s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray
             m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
         n_used[m] = 1
         n_s0[m], n_s1[m], n_d0[m], n_d1[m], n_vp[m] = s0[j], s1[j], d0[j], d1[j], vp[j]
+
+
+# The merge of a file's ranges' host tables (whyrst.split): tables of row numbers (1 + the row of the entry's
+# first copy, 0 for a free slot) over the ranges' entries put one after the other. A few MB of fresh memory,
+# where tables holding the entries themselves took 40 (each fresh page costs this VM 5 µs).
+
+
+@jit
+def merge_ttls(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, cnt: np.ndarray, slots: np.ndarray,
+               sums: np.ndarray) -> int:
+    """Put (address words, version << 8 | TTL) entries, some alike, into an empty TTL table of row numbers
+    with room for all of them at half full, probing as the prepass does; ``sums[row]``: the counts of the
+    entries alike to the first copy ``row``. Returns the distinct entries."""
+    mask = np.uint64(len(slots) - 1)
+    distinct = 0
+    for j in range(len(w0)):
+        m = np.int64(host_slot(w0[j], w1[j], np.uint64(vt[j]), mask))
+        while slots[m]:
+            r = slots[m] - 1
+            if w0[r] == w0[j] and w1[r] == w1[j] and vt[r] == vt[j]:
+                break
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        if slots[m]:
+            sums[slots[m] - 1] += cnt[j]
+        else:
+            slots[m] = j + 1
+            sums[j] = cnt[j]
+            distinct += 1
+    return distinct
+
+
+@jit
+def rehash_ttl_rows(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, slots: np.ndarray, new_slots: np.ndarray) -> None:
+    """:func:`rehash_ttls` for a table of row numbers: its entries, in slot order, into an empty one."""
+    mask = np.uint64(len(new_slots) - 1)
+    for i in range(len(slots)):
+        if not slots[i]:
+            continue
+        r = slots[i] - 1
+        m = np.int64(host_slot(w0[r], w1[r], np.uint64(vt[r]), mask))
+        while new_slots[m]:
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        new_slots[m] = slots[i]
+
+
+@jit
+def tied_in_one_run(w0: np.ndarray, w1: np.ndarray, vt: np.ndarray, cnt: np.ndarray, at: np.ndarray,
+                    size: int, hosts: np.ndarray) -> bool:
+    """Whether a host's most frequent TTLs are tied and two of them lie in the same run of occupied slots of
+    a TTL table of ``size`` slots, whose live entries (in slot order) are ``w0``..``cnt`` at slots ``at``:
+    their order in the table then depends on the order of insertion (a run that reaches the table's end goes
+    on at its start). ``hosts``: an empty table of row numbers with room for every entry at half full."""
+    n = len(w0)
+    mask = np.uint64(len(hosts) - 1)
+    host_of = np.empty(n, dtype=np.int64)
+    top = np.zeros(n, dtype=np.int64)
+    at_top = np.zeros(n, dtype=np.int64)
+    for j in range(n):
+        v = np.uint64(vt[j]) >> S8
+        m = np.int64(host_slot(w0[j], w1[j], v, mask))
+        while hosts[m]:
+            r = hosts[m] - 1
+            if w0[r] == w0[j] and w1[r] == w1[j] and (np.uint64(vt[r]) >> S8) == v:
+                break
+            m = np.int64((np.uint64(m) + np.uint64(1)) & mask)
+        if not hosts[m]:
+            hosts[m] = j + 1
+        h = hosts[m] - 1
+        host_of[j] = h
+        if cnt[j] > top[h]:
+            top[h], at_top[h] = cnt[j], 1
+        elif cnt[j] == top[h]:
+            at_top[h] += 1
+    # the tied entries by (host, run); a run is known by the slot it starts at
+    last_start = -1
+    if n and at[0] == 0 and at[n - 1] == size - 1:
+        last_start = n - 1
+        while last_start > 0 and at[last_start - 1] == at[last_start] - 1:
+            last_start -= 1
+    pairs = np.empty(n, dtype=np.uint64)
+    k = 0
+    run = np.int64(0)
+    for j in range(n):
+        if j == 0 or at[j - 1] != at[j] - 1:
+            run = at[last_start] if j == 0 and last_start >= 0 else at[j]
+        h = host_of[j]
+        if at_top[h] > 1 and cnt[j] == top[h]:
+            pairs[k] = (np.uint64(h) << np.uint64(32)) | np.uint64(run)
+            k += 1
+    tied = np.sort(pairs[:k])
+    return k > 1 and bool((tied[1:] == tied[:-1]).any())
+
+
+@jit
+def probe_totals(s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray, vp: np.ndarray,
+                 pairs: np.ndarray, sources: np.ndarray, firsts: np.ndarray, counts: np.ndarray,
+                 found: np.ndarray) -> None:
+    """The distinct probes among (s0, s1, d0, d1, version << 16 | port) rows, some alike, counted per source
+    (s0, s1, version): ``pairs`` and ``sources`` are empty tables of row numbers with room for every row at
+    half full; the ``found[1]`` sources found are ``firsts[i]`` (a row of each), which made ``counts[i]``
+    distinct probes; ``found[0]``: the distinct probes."""
+    p_mask = np.uint64(len(pairs) - 1)
+    t_mask = np.uint64(len(sources) - 1)
+    distinct, n_sources = 0, 0
+    for j in range(len(s0)):
+        m = np.int64(mix(mix(mix(s0[j] ^ GOLDEN) ^ s1[j]) ^ mix(d0[j] ^ d1[j] ^ (np.uint64(vp[j]) << S30))) & p_mask)
+        while pairs[m]:
+            r = pairs[m] - 1
+            if s0[r] == s0[j] and s1[r] == s1[j] and d0[r] == d0[j] and d1[r] == d1[j] and vp[r] == vp[j]:
+                break
+            m = np.int64((np.uint64(m) + np.uint64(1)) & p_mask)
+        if pairs[m]:
+            continue
+        pairs[m] = j + 1
+        distinct += 1
+        v = np.uint64(vp[j]) >> S16
+        t = np.int64(host_slot(s0[j], s1[j], v, t_mask))
+        while sources[t]:
+            r = firsts[sources[t] - 1]
+            if s0[r] == s0[j] and s1[r] == s1[j] and (np.uint64(vp[r]) >> S16) == v:
+                break
+            t = np.int64((np.uint64(t) + np.uint64(1)) & t_mask)
+        if not sources[t]:
+            firsts[n_sources] = j
+            n_sources += 1
+            sources[t] = n_sources
+        counts[sources[t] - 1] += 1
+    found[0], found[1] = distinct, n_sources
 
 
 @jit

@@ -656,7 +656,7 @@ class _ByHost(Mapping[str, Any]):
 
 
 KERNEL_NAMES = ("scan", "count", "insert_keys", "place_keys", "rehash_ttls", "rehash_probes", "select_records",
-                "in_set")
+                "in_set", "merge_ttls", "rehash_ttl_rows", "tied_in_one_run", "probe_totals")
 
 
 def _kernel_module() -> Any:
@@ -1212,6 +1212,13 @@ def warm_up() -> bool:
             analyze(str(path), engine="numba", two_pass=False)  # batches counted one by one, as a stream's
             # the compiled tracker's kernels that a small second pass may not need: its tables grown
             fasttrack.warm_up(str(path))
+    from whyrst import split
+
+    # the merge of a file's ranges' host tables (a file analysed in parts), one table's worth of entries in each
+    few = np.arange(1, MIN_SLOTS // 2, dtype=np.uint64)
+    split.merge_ttls([(few, few, np.full(len(few), 64, dtype=np.uint16), np.ones(len(few), dtype=np.int64))] * 2,
+                     MAX_HOSTS)
+    split.merge_probes([(few, few, few, few, few.astype(np.uint32))] * 2)
     grown = CompiledPrepass()  # every table's growth, which a capture this small does not reach for all
     k = grown._k
     for full in (k.FULL_CONNS, k.FULL_RSTS, k.FULL_TTLS, k.FULL_PROBES, k.FULL_ANSWERS, k.FULL_CLOSES, k.FULL_REFUSALS):
