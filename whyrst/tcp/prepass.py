@@ -721,6 +721,10 @@ class CompiledPrepass:
         tuples' table stays, for :meth:`record_filter`)."""
         _ = self.ttls, self.probed
         self._answered = self.answered
+        self.drop_tables()
+
+    def drop_tables(self) -> None:
+        """Free the hash tables (all but the RST tuples'); the prepass is finished, its tables unread."""
         empty = np.empty(0, dtype=np.uint8)
         self._conns = self._ttls = self._probes = self._answers = self._closes = self._refusals = (empty,)
         self._scratch = _columns(0)
