@@ -351,7 +351,7 @@ def merge_ttls(ttls: list[Table], max_hosts: int) -> tuple[Table, Table | None]:
     at = np.flatnonzero(slots)
     rows = slots[at] - 1
     table = (w0[rows], w1[rows], vt[rows], sums[rows])
-    if k.tied_in_one_run(*table, at, size, np.zeros(_room(total), dtype=np.int32)):
+    if k.tied_in_one_run(*table, at, size, np.zeros(size, dtype=np.int32)):
         return _ttl_entries(ttls), None
     return (), table
 
@@ -487,11 +487,7 @@ def prepass_from(ttl_table: tuple[np.ndarray, ...] | None = None, rst: np.ndarra
 
 def key_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An open-addressing set of flow hashes, as the prepass's record filter reads it."""
-    from whyrst.tcp.prepass import MIN_SLOTS
-
-    size = MIN_SLOTS
-    while size < 2 * (len(keys) + 1):
-        size *= 2
+    size = _room(len(keys) + 1)
     table, used = np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.uint8)
     empty = np.empty(0, dtype=np.int64)
     _kernels().insert_keys(np.ascontiguousarray(keys, dtype=np.uint64), table, used, empty, empty, empty, empty)
