@@ -298,6 +298,94 @@ def test_tied_ttls_keep_their_order(gen: dict[str, Path]) -> None:
         assert tied > 1000 if replayed else tied == 0
 
 
+def _tied_in_one_run(table: tuple[np.ndarray, ...]) -> bool:
+    """What the tie check decides, the slow way: the runs of occupied slots (a run that reaches the end goes on
+    at the start), each host's top count, and whether one run holds two entries of a host at its top."""
+    w0, w1, vt, n, used = (a.tolist() for a in table)
+    size = len(used)
+    run_of, run = {}, 0
+    for j in range(size):
+        if used[j]:
+            if j == 0 or not used[j - 1]:
+                run += 1
+            run_of[j] = run
+    if used[0] and used[-1]:  # (the last run is the first one)
+        last = run_of[size - 1]
+        run_of = {j: 1 if r == last else r for j, r in run_of.items()}
+    top: dict[tuple[int, int, int], int] = {}
+    for j in run_of:
+        host = (w0[j], w1[j], vt[j] >> 8)
+        top[host] = max(top.get(host, 0), n[j])
+    seen: set[tuple[tuple[int, int, int], int]] = set()
+    for j in run_of:
+        host = (w0[j], w1[j], vt[j] >> 8)
+        if n[j] == top[host]:
+            if (host, run_of[j]) in seen:
+                return True
+            seen.add((host, run_of[j]))
+    return False
+
+
+def test_ttl_merge_kernels_against_the_slow_way() -> None:
+    """The TTL merge's kernels on small tables full of collisions (runs that wrap around the table's end, ties
+    in one run and in different runs): the counts of alike entries summed, the same slots as the prepass's own
+    rehash, and the tie check as :func:`_tied_in_one_run` decides it."""
+    from whyrst.tcp.prepass import CompiledPrepass
+
+    k = split._kernels()
+    rng = random.Random(7)
+    outcomes = set()
+    for _ in range(3000):
+        size = rng.choice((8, 16))
+        rows = rng.randint(1, size // 2 * 2)
+        w0 = np.array([rng.randint(1, 4) for _ in range(rows)], dtype=np.uint64)
+        w1 = np.zeros(rows, dtype=np.uint64)
+        vt = np.array([(4 << 8) | rng.randint(60, 63) for _ in range(rows)], dtype=np.uint16)
+        cnt = np.array([rng.randint(1, 3) for _ in range(rows)], dtype=np.int64)
+        keys = {(int(a), int(c)) for a, c in zip(w0, vt, strict=True)}
+        if 2 * len(keys) > size:
+            continue
+        slots, sums = np.zeros(max(size, split._room(rows)), dtype=np.int32), np.empty(rows, dtype=np.int64)
+        assert k.merge_ttls(w0, w1, vt, cnt, slots, sums) == len(keys)
+        small = np.zeros(size, dtype=np.int32)
+        k.rehash_ttl_rows(w0, w1, vt, slots, small)
+        at = np.flatnonzero(small)
+        rows_at = small[at] - 1
+        totals: dict[tuple[int, int], int] = {}
+        for a, c, m in zip(w0.tolist(), vt.tolist(), cnt.tolist(), strict=True):
+            totals[a, c] = totals.get((a, c), 0) + m
+        assert {(int(w0[r]), int(vt[r])): int(sums[r]) for r in rows_at} == totals
+        # the same entries rehashed by the prepass's own kernel land in the same slots
+        table = CompiledPrepass._empty_ttls(size)
+        k.rehash_ttls(w0[rows_at], w1[rows_at], vt[rows_at], sums[rows_at], np.ones(len(at), dtype=np.uint8), *table)
+        assert np.array_equal(np.flatnonzero(table[4]), at)
+        tied = k.tied_in_one_run(w0[rows_at], w1[rows_at], vt[rows_at], sums[rows_at], at, size,
+                                 np.zeros(split._room(len(at)), dtype=np.int32))
+        assert tied == _tied_in_one_run(table)
+        outcomes.add((tied, bool(table[4][0] and table[4][-1])))
+    assert outcomes == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_probe_merge_against_the_slow_way() -> None:
+    """The ranges' bare-SYN probes, alike rows among them, counted per source as sets count them."""
+    rng = random.Random(11)
+    for _ in range(50):
+        tables = []
+        for _ in range(rng.randint(1, 4)):
+            rows = {(rng.randint(1, 5), 0, rng.randint(1, 3), 0, (4 << 16) | rng.randint(1, 6))
+                    for _ in range(rng.randint(0, 40))}
+            cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+            tables.append(tuple(np.array(c, dtype=np.uint32 if j == 4 else np.uint64) for j, c in enumerate(cols)))
+        every = {tuple(int(a[i]) for a in t) for t in tables for i in range(len(t[0]))}
+        distinct, (s0, s1, version, count) = split.merge_probes(tables)
+        assert distinct == len(every)
+        want: dict[tuple[int, int, int], int] = {}
+        for a, b, _, _, vp in every:
+            want[a, b, vp >> 16] = want.get((a, b, vp >> 16), 0) + 1
+        got = {(int(a), int(b), int(v)): int(c) for a, b, v, c in zip(s0, s1, version, count, strict=True)}
+        assert got == want
+
+
 @pytest.mark.parametrize("name", ["big.pcap", "ties.pcap", "truncated.pcap", "big.pcap.gz", "udp.pcap"])
 def test_json_made_by_the_workers(gen: dict[str, Path], pool2: Any, name: str) -> None:
     """With ``encode`` the workers write each reset's JSON and the main process only joins the texts: the
