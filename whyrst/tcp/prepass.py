@@ -73,6 +73,12 @@ def distinct(values: np.ndarray) -> np.ndarray:
     return values[run_starts(values)]
 
 
+def is_in(values: np.ndarray, choices: np.ndarray) -> np.ndarray:
+    """``np.isin(values, choices)``, by binary search in the sorted choices (numpy's own goes through
+    ``np.unique``, which imports numpy.ma, as :func:`distinct` says)."""
+    return sorted_member(np.sort(choices))(values)
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     # splitmix64 finaliser: spreads every input bit over the 64-bit hash
     x = x ^ (x >> np.uint64(30))
@@ -179,7 +185,7 @@ class _LatestTimes:
     def keep(self, wanted: np.ndarray) -> None:
         """Only the keys in ``wanted``."""
         self._flush()
-        mask = sorted_member(np.sort(wanted))(self.keys)
+        mask = is_in(self.keys, wanted)
         self.keys, self.times = self.keys[mask], self.times[mask]
 
     def as_dict(self) -> dict[int, int]:
@@ -267,7 +273,7 @@ class AnsweredPorts:
         batch's own earlier rows (per refusing port with events in the batch, prefix maxima by row number)."""
         servers = port_keys(batch, rows)
         clients = port_keys(batch, rows, src=False).tolist()
-        in_batch = [sorted_member(np.sort(keys))(servers) for _, keys in (answers, closes)]
+        in_batch = [is_in(servers, keys) for _, keys in (answers, closes)]
         prefixes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for i, port in enumerate(servers.tolist()):
             if len(self.refusals) >= self.MAX_REFUSALS:
@@ -951,7 +957,7 @@ class CompiledPrepass:
     def _keep_closes(self, ports: np.ndarray) -> None:
         key, used, last = self._closes
         live = np.flatnonzero(used)
-        live = live[sorted_member(np.sort(ports))(key[live])]
+        live = live[is_in(key[live], ports)]
         self._closes = self._keyed_table(key[live], (last[live],), self._empty_closes)
         self.stats[self._k.ST_CLOSES] = len(live)
 
